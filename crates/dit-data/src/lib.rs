@@ -1,0 +1,25 @@
+//! Captioned video data for the text-to-video DiT.
+//!
+//! - [`shapes`]: the Moving Shapes palette, shapes, directions, compositions and captions;
+//! - [`render`]: [`Clip`] and the renderer of one clip;
+//! - [`moving_shapes`]: the procedurally generated, deterministic data set;
+//! - [`folder`]: captioned GIF / PNG-frame clips read from a folder;
+//! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
+//! - [`judge`]: what a clip shows, judged from its pixels alone;
+//! - [`error`]: [`DataError`].
+
+pub mod batcher;
+pub mod error;
+pub mod folder;
+pub mod judge;
+pub mod moving_shapes;
+pub mod render;
+pub mod shapes;
+
+pub use batcher::{VideoBatch, VideoBatcher, clip_to_tensor_data, tensor_to_clip};
+pub use error::DataError;
+pub use folder::ClipFolder;
+pub use judge::{JudgeMatch, Judgement, judge_clip};
+pub use moving_shapes::{CaptionMode, MovingShapes, MovingShapesConfig, Split, VideoItem};
+pub use render::{Clip, ClipParams, render_clip};
+pub use shapes::{Colour, Composition, Direction, HELD_OUT, MAX_CAPTION_WORDS, Shape, vocabulary};

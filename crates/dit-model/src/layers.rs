@@ -1,0 +1,94 @@
+//! Small building blocks shared by the networks: parameter-free LayerNorm,
+//! adaLN modulation, initialisers and the pointwise MLP.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::tensor::activation::gelu_approximate;
+use burn::tensor::{Device, Tensor};
+
+/// LayerNorm over the last axis without scale or shift (DiT uses eps = 1e-6).
+pub fn layer_norm<const D: usize>(x: Tensor<D>, eps: f64) -> Tensor<D> {
+    let (var, mean) = x.clone().var_mean_bias(D - 1);
+    (x - mean) / (var + eps).sqrt()
+}
+
+/// adaLN modulation: `x · (1 + scale) + shift`, with one scale and shift per sample.
+///
+/// # Shapes
+/// - x: `[batch, tokens, hidden]`
+/// - shift, scale: `[batch, hidden]`
+pub fn modulate(x: Tensor<3>, shift: Tensor<2>, scale: Tensor<2>) -> Tensor<3> {
+    x * (scale.unsqueeze_dim::<3>(1) + 1.0) + shift.unsqueeze_dim(1)
+}
+
+/// A Linear layer with Xavier-uniform weights and zero bias (DiT's initialisation).
+pub fn xavier_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
+    let mut linear = LinearConfig::new(d_input, d_output)
+        .with_initializer(Initializer::XavierUniform { gain: 1.0 })
+        .init(device);
+    linear.bias = Some(Param::from_tensor(Tensor::zeros([d_output], device)));
+    linear
+}
+
+/// A Linear layer whose weight and bias are zero (adaLN-Zero, final layer).
+pub fn zero_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_input, d_output)
+        .with_initializer(Initializer::Zeros)
+        .init(device)
+}
+
+/// Pointwise MLP: Linear → tanh-GELU → Linear.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// Expansion to the hidden width.
+    pub fc1: Linear,
+    /// Projection back to the token width.
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    /// An MLP `width → hidden → width` with Xavier initialisation.
+    pub fn new(width: usize, hidden: usize, device: &Device) -> Self {
+        Self {
+            fc1: xavier_linear(width, hidden, device),
+            fc2: xavier_linear(hidden, width, device),
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.fc2.forward(gelu_approximate(self.fc1.forward(x)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData, Tolerance};
+
+    #[test]
+    fn layer_norm_gives_zero_mean_unit_variance() {
+        let device = Device::default();
+        let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(3.0, 2.0), &device);
+        let y = layer_norm(x, 1e-6);
+        let (var, mean) = y.var_mean_bias(2);
+        mean.into_data()
+            .assert_approx_eq::<f32>(&TensorData::zeros::<f32, _>([2, 5, 1]), Tolerance::absolute(1e-5));
+        var.into_data()
+            .assert_approx_eq::<f32>(&TensorData::ones::<f32, _>([2, 5, 1]), Tolerance::absolute(1e-4));
+    }
+
+    #[test]
+    fn modulate_matches_closed_form() {
+        let device = Device::default();
+        let x = Tensor::<3>::from_floats([[[1.0, 2.0]], [[3.0, 4.0]]], &device);
+        let shift = Tensor::<2>::from_floats([[0.5, 0.0], [1.0, -1.0]], &device);
+        let scale = Tensor::<2>::from_floats([[1.0, 0.0], [-1.0, 2.0]], &device);
+        let y = modulate(x, shift, scale);
+        y.into_data().assert_eq(
+            &TensorData::from([[[2.5f32, 2.0]], [[1.0, 11.0]]]),
+            false,
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! The prompt encoder: learned word and position embeddings and a small
+//! pre-LN transformer encoder over the words, giving per-word features (for
+//! cross-attention) and a pooled vector (added to the timestep embedding).
+//!
+//! A prompt of padding only (every id [`PAD_ID`]) is the *null prompt* of
+//! classifier-free guidance: it is encoded as learned null embeddings, so the
+//! unconditional model is trained by replacing a caption with padding.
+
+use burn::config::Config;
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Bool, Device, Int, Tensor};
+
+use crate::attention::SelfAttention;
+use crate::config::{ConfigError, require_divides, require_positive};
+use crate::layers::{Mlp, xavier_linear};
+use crate::tokenizer::PAD_ID;
+
+/// Hyper-parameters of the [`TextEncoder`].
+#[derive(Config, Debug, PartialEq)]
+pub struct TextEncoderConfig {
+    /// Number of token ids (vocabulary + padding); 0 means "set from the data set's vocabulary".
+    pub vocab_size: usize,
+    /// Longest prompt, in words.
+    #[config(default = 16)]
+    pub max_words: usize,
+    /// Width of the word features.
+    #[config(default = 64)]
+    pub width: usize,
+    /// Transformer encoder layers.
+    #[config(default = 2)]
+    pub depth: usize,
+    /// Attention heads per layer.
+    #[config(default = 4)]
+    pub heads: usize,
+}
+
+impl TextEncoderConfig {
+    /// Checks sizes and divisibility.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.vocab_size < 2 {
+            return Err(ConfigError::new("vocab_size", "must count at least one word and the padding id"));
+        }
+        require_positive("max_words", self.max_words)?;
+        require_positive("width", self.width)?;
+        require_divides("heads", self.heads, "width", self.width)
+    }
+
+    /// Builds the encoder, projecting the pooled vector to `hidden` channels.
+    pub fn init(&self, hidden: usize, device: &Device) -> TextEncoder {
+        let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
+        TextEncoder {
+            token_embedding: EmbeddingConfig::new(self.vocab_size, self.width)
+                .with_initializer(normal.clone())
+                .init(device),
+            position_embedding: normal.init([self.max_words, self.width], device),
+            layers: (0..self.depth)
+                .map(|_| TextEncoderLayer::new(self.width, self.heads, device))
+                .collect(),
+            norm: LayerNormConfig::new(self.width).init(device),
+            pooled_proj: xavier_linear(self.width, hidden, device),
+            null_tokens: normal.init([1, self.width], device),
+            null_pooled: normal.init([hidden], device),
+        }
+    }
+}
+
+/// One pre-LN transformer encoder layer.
+#[derive(Module, Debug)]
+pub struct TextEncoderLayer {
+    /// Norm before attention.
+    pub norm1: LayerNorm,
+    /// Self-attention over the words.
+    pub attn: SelfAttention,
+    /// Norm before the MLP.
+    pub norm2: LayerNorm,
+    /// Pointwise MLP (ratio 4).
+    pub mlp: Mlp,
+}
+
+impl TextEncoderLayer {
+    fn new(width: usize, heads: usize, device: &Device) -> Self {
+        Self {
+            norm1: LayerNormConfig::new(width).init(device),
+            attn: SelfAttention::new(width, heads, device),
+            norm2: LayerNormConfig::new(width).init(device),
+            mlp: Mlp::new(width, 4 * width, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, padding: Tensor<2, Bool>) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x), Some(padding));
+        x.clone() + self.mlp.forward(self.norm2.forward(x))
+    }
+}
+
+/// What the DiT reads of a prompt.
+#[derive(Debug, Clone)]
+pub struct TextFeatures {
+    /// Per-word features `[batch, words, width]`.
+    pub tokens: Tensor<3>,
+    /// `[batch, words]`, true where a word position must be ignored.
+    pub padding: Tensor<2, Bool>,
+    /// Pooled prompt vector `[batch, hidden]`.
+    pub pooled: Tensor<2>,
+}
+
+/// Encodes word ids into [`TextFeatures`] (DiT's `y_embedder`, for text).
+#[derive(Module, Debug)]
+pub struct TextEncoder {
+    /// Word embeddings `[vocab_size, width]`.
+    pub token_embedding: Embedding,
+    /// Learned position embeddings `[max_words, width]`.
+    pub position_embedding: Param<Tensor<2>>,
+    /// Transformer encoder layers.
+    pub layers: Vec<TextEncoderLayer>,
+    /// Final LayerNorm.
+    pub norm: LayerNorm,
+    /// Projection of the mean word feature to the DiT width.
+    pub pooled_proj: Linear,
+    /// Word features of the null prompt `[1, width]`.
+    pub null_tokens: Param<Tensor<2>>,
+    /// Pooled vector of the null prompt `[hidden]`.
+    pub null_pooled: Param<Tensor<1>>,
+}
+
+impl TextEncoder {
+    /// # Shapes
+    /// - tokens: `[batch, words]` word ids, right-padded with [`PAD_ID`]; a row of
+    ///   padding only is the null prompt.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> TextFeatures {
+        let [batch, words] = tokens.dims();
+        let device = tokens.device();
+        let width = self.token_embedding.weight.dims()[1];
+        let hidden = self.null_pooled.dims()[0];
+
+        let is_pad = tokens.clone().equal_elem(PAD_ID as i64); // [batch, words]
+        let real = is_pad.clone().bool_not().float(); // [batch, words]
+        let count = real.clone().sum_dim(1); // [batch, 1]
+        let is_null = count.clone().equal_elem(0.0); // [batch, 1]
+        // A null prompt attends to its first position, which holds the null features.
+        let first = Tensor::<1, Int>::arange(0..words as i64, &device)
+            .equal_elem(0)
+            .reshape([1, words])
+            .expand([batch, words]);
+        let null_first = first.bool_and(is_null.clone().expand([batch, words])); // [batch, words]
+        let padding = is_pad.bool_and(null_first.clone().bool_not());
+
+        let positions = self.position_embedding.val().narrow(0, 0, words).unsqueeze_dim::<3>(0);
+        let mut x = self.token_embedding.forward(tokens) + positions; // [batch, words, width]
+        let null_tokens = self.null_tokens.val().unsqueeze_dim::<3>(0).expand([batch, words, width]);
+        x = x.mask_where(null_first.unsqueeze_dim::<3>(2).expand([batch, words, width]), null_tokens);
+        for layer in &self.layers {
+            x = layer.forward(x, padding.clone());
+        }
+        let x = self.norm.forward(x);
+
+        // Mean over real words; the null row's count is clamped to avoid 0/0.
+        let summed = (x.clone() * real.unsqueeze_dim::<3>(2)).sum_dim(1).squeeze_dim::<2>(1); // [batch, width]
+        let mean = summed / count.clamp_min(1.0);
+        let pooled = self.pooled_proj.forward(mean); // [batch, hidden]
+        let null_pooled = self.null_pooled.val().unsqueeze_dim::<2>(0).expand([batch, hidden]);
+        let pooled = pooled.mask_where(is_null.expand([batch, hidden]), null_pooled);
+        TextFeatures { tokens: x, padding, pooled }
+    }
+}

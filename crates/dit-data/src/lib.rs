@@ -6,7 +6,7 @@
 //! - [`folder`]: captioned GIF / PNG-frame clips read from a folder;
 //! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
 //! - [`judge`]: what a clip shows, judged from its pixels alone;
-//! - [`error`]: [`DataError`].
+//! - [`error`]: [`DataError`], the errors, each naming its field, file or line.
 
 pub mod batcher;
 pub mod error;

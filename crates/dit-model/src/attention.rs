@@ -13,7 +13,8 @@ use crate::layers::{xavier_linear, zero_linear};
 /// Splits `[batch, tokens, heads·head_dim]` into `[batch, heads, tokens, head_dim]`.
 fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [batch, tokens, width] = x.dims();
-    x.reshape([batch, tokens, heads, width / heads]).swap_dims(1, 2)
+    x.reshape([batch, tokens, heads, width / heads])
+        .swap_dims(1, 2)
 }
 
 /// Merges `[batch, heads, tokens, head_dim]` back into `[batch, tokens, heads·head_dim]`.
@@ -26,7 +27,8 @@ fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// `[batch, heads, queries, keys]`.
 fn expand_key_mask(mask: Tensor<2, Bool>, heads: usize, queries: usize) -> Tensor<4, Bool> {
     let [batch, keys] = mask.dims();
-    mask.reshape([batch, 1, 1, keys]).expand([batch, heads, queries, keys])
+    mask.reshape([batch, 1, 1, keys])
+        .expand([batch, heads, queries, keys])
 }
 
 /// Scaled dot-product attention per head.
@@ -86,7 +88,8 @@ impl SelfAttention {
             .chunk(3, 2)
             .try_into()
             .expect("qkv splits into three");
-        self.proj.forward(multi_head_attention(q, k, v, self.heads, key_padding))
+        self.proj
+            .forward(multi_head_attention(q, k, v, self.heads, key_padding))
     }
 }
 
@@ -131,8 +134,13 @@ impl CrossAttention {
             .chunk(2, 2)
             .try_into()
             .expect("kv splits into two");
-        self.proj
-            .forward(multi_head_attention(q, k, v, self.heads, Some(context_padding)))
+        self.proj.forward(multi_head_attention(
+            q,
+            k,
+            v,
+            self.heads,
+            Some(context_padding),
+        ))
     }
 }
 
@@ -143,7 +151,13 @@ mod tests {
     use burn::tensor::{Distribution, Tolerance};
 
     /// softmax(QKᵀ/√d)·V written out per head, with -∞ at masked keys.
-    fn naive(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, pad: Option<Tensor<2, Bool>>) -> Tensor<3> {
+    fn naive(
+        q: Tensor<3>,
+        k: Tensor<3>,
+        v: Tensor<3>,
+        heads: usize,
+        pad: Option<Tensor<2, Bool>>,
+    ) -> Tensor<3> {
         let [batch, queries, width] = q.dims();
         let keys = k.dims()[1];
         let d = width / heads;
@@ -168,7 +182,8 @@ mod tests {
         let q = Tensor::<3>::random([2, 7, 12], Distribution::Normal(0.0, 1.0), &device);
         let k = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
         let v = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
-        let pad = Tensor::<2, Bool>::from_data([[false, false, false, true, true], [false; 5]], &device);
+        let pad =
+            Tensor::<2, Bool>::from_data([[false, false, false, true, true], [false; 5]], &device);
         for mask in [None, Some(pad)] {
             let fused = multi_head_attention(q.clone(), k.clone(), v.clone(), 3, mask.clone());
             let reference = naive(q.clone(), k.clone(), v.clone(), 3, mask);

@@ -56,17 +56,25 @@ impl AutoencoderConfig {
     /// Latent shape `[channels, frames, size]` for clips of `frames` frames of `size×size`.
     pub fn latent_shape(&self, frames: usize, size: usize) -> Result<[usize; 3], ConfigError> {
         require_positive("frames", frames)?;
-        if size == 0 || size % self.factor() != 0 {
+        if size == 0 || !size.is_multiple_of(self.factor()) {
             return Err(ConfigError::new(
                 "downsamplings",
-                format!("= {} downsamples by {}, which must divide the frame size {size}", self.downsamplings, self.factor()),
+                format!(
+                    "= {} downsamples by {}, which must divide the frame size {size}",
+                    self.downsamplings,
+                    self.factor()
+                ),
             ));
         }
         Ok([self.latent_channels, frames, size / self.factor()])
     }
 
     fn channels(&self, level: usize) -> usize {
-        if level == 0 { self.base_channels } else { 2 * self.base_channels }
+        if level == 0 {
+            self.base_channels
+        } else {
+            2 * self.base_channels
+        }
     }
 
     /// Builds the autoencoder (PyTorch-style Kaiming-uniform convolutions).
@@ -98,7 +106,11 @@ impl AutoencoderConfig {
                 .collect(),
             conv_out: conv3x3(self.channels(0), self.image_channels, 1, device),
         };
-        Ok(VideoAutoencoder { encoder, decoder, variational: self.variational })
+        Ok(VideoAutoencoder {
+            encoder,
+            decoder,
+            variational: self.variational,
+        })
     }
 }
 
@@ -110,7 +122,9 @@ fn conv3x3(input: usize, output: usize, stride: usize, device: &Device) -> Conv2
 }
 
 fn res_blocks(channels: usize, count: usize, device: &Device) -> Vec<ResBlock> {
-    (0..count).map(|_| ResBlock::new(channels, device)).collect()
+    (0..count)
+        .map(|_| ResBlock::new(channels, device))
+        .collect()
 }
 
 /// `x + conv(silu(conv(silu(x))))`.
@@ -124,7 +138,10 @@ pub struct ResBlock {
 
 impl ResBlock {
     fn new(channels: usize, device: &Device) -> Self {
-        Self { conv1: conv3x3(channels, channels, 1, device), conv2: conv3x3(channels, channels, 1, device) }
+        Self {
+            conv1: conv3x3(channels, channels, 1, device),
+            conv2: conv3x3(channels, channels, 1, device),
+        }
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -213,7 +230,11 @@ impl LatentMoments {
     pub fn sample(&self) -> Tensor<5> {
         match &self.log_var {
             Some(log_var) => {
-                let eps = Tensor::random(self.mean.shape(), Distribution::Normal(0.0, 1.0), &self.mean.device());
+                let eps = Tensor::random(
+                    self.mean.shape(),
+                    Distribution::Normal(0.0, 1.0),
+                    &self.mean.device(),
+                );
                 self.mean.clone() + (log_var.clone() * 0.5).exp() * eps
             }
             None => self.mean.clone(),
@@ -249,9 +270,15 @@ impl VideoAutoencoder {
         let x = batch_to_frames(x, frames);
         if self.variational {
             let [mean, log_var]: [Tensor<5>; 2] = x.chunk(2, 1).try_into().expect("two moments");
-            LatentMoments { mean, log_var: Some(log_var.clamp(-30.0, 20.0)) }
+            LatentMoments {
+                mean,
+                log_var: Some(log_var.clamp(-30.0, 20.0)),
+            }
         } else {
-            LatentMoments { mean: x, log_var: None }
+            LatentMoments {
+                mean: x,
+                log_var: None,
+            }
         }
     }
 
@@ -263,7 +290,10 @@ impl VideoAutoencoder {
         let mut x = d.mid.forward(d.conv_in.forward(frames_to_batch(latent)));
         for level in &d.levels {
             let [_, _, h, w] = x.dims();
-            let options = InterpolateOptions { output_size: Some([2 * h, 2 * w]), ..InterpolateOptions::new(InterpolateMode::Nearest) };
+            let options = InterpolateOptions {
+                output_size: Some([2 * h, 2 * w]),
+                ..InterpolateOptions::new(InterpolateMode::Nearest)
+            };
             x = level.up.forward(interpolate(silu(x), options));
             for res in &level.res {
                 x = res.forward(x);
@@ -281,8 +311,13 @@ mod tests {
     fn shapes_round_trip() {
         let device = Device::default();
         for variational in [false, true] {
-            let ae = AutoencoderConfig::new().with_base_channels(8).with_variational(variational).init(&device).unwrap();
-            let video = Tensor::<5>::random([2, 3, 4, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
+            let ae = AutoencoderConfig::new()
+                .with_base_channels(8)
+                .with_variational(variational)
+                .init(&device)
+                .unwrap();
+            let video =
+                Tensor::<5>::random([2, 3, 4, 32, 32], Distribution::Uniform(-1.0, 1.0), &device);
             let moments = ae.encode(video);
             assert_eq!(moments.mean.dims(), [2, 4, 4, 8, 8]);
             assert_eq!(moments.log_var.is_some(), variational);
@@ -296,7 +331,9 @@ mod tests {
     fn frames_fold_into_batch_and_back() {
         let device = Device::default();
         let x = Tensor::<5>::random([2, 3, 4, 5, 6], Distribution::Default, &device);
-        batch_to_frames(frames_to_batch(x.clone()), 4).into_data().assert_eq(&x.into_data(), true);
+        batch_to_frames(frames_to_batch(x.clone()), 4)
+            .into_data()
+            .assert_eq(&x.into_data(), true);
     }
 
     #[test]

@@ -24,7 +24,12 @@ pub enum Backend {
 
 impl Backend {
     /// Every backend, compiled in or not.
-    pub const ALL: [Backend; 4] = [Backend::Flex, Backend::Ndarray, Backend::Wgpu, Backend::Cuda];
+    pub const ALL: [Backend; 4] = [
+        Backend::Flex,
+        Backend::Ndarray,
+        Backend::Wgpu,
+        Backend::Cuda,
+    ];
 
     /// Name used on the command line.
     pub fn name(self) -> &'static str {
@@ -53,7 +58,10 @@ impl Backend {
 
     /// The default: the first compiled backend (`flex` in a default build).
     pub fn default_compiled() -> Backend {
-        Self::compiled().into_iter().next().expect("at least one backend feature is enabled")
+        Self::compiled()
+            .into_iter()
+            .next()
+            .expect("at least one backend feature is enabled")
     }
 
     /// The device of this backend (inference; call `.autodiff()` to train).
@@ -78,7 +86,11 @@ impl Backend {
 }
 
 fn compiled_names() -> String {
-    Backend::compiled().iter().map(|b| b.name()).collect::<Vec<_>>().join(", ")
+    Backend::compiled()
+        .iter()
+        .map(|b| b.name())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for Backend {
@@ -94,7 +106,12 @@ impl FromStr for Backend {
         Self::ALL
             .into_iter()
             .find(|b| b.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown backend `{s}`; known: flex, ndarray, wgpu, cuda (compiled in: {})", compiled_names()))
+            .ok_or_else(|| {
+                format!(
+                    "unknown backend `{s}`; known: flex, ndarray, wgpu, cuda (compiled in: {})",
+                    compiled_names()
+                )
+            })
     }
 }
 
@@ -107,7 +124,12 @@ mod tests {
         for b in Backend::ALL {
             assert_eq!(b.name().parse::<Backend>().unwrap(), b);
         }
-        assert!("tpu".parse::<Backend>().unwrap_err().contains("unknown backend `tpu`"));
+        assert!(
+            "tpu"
+                .parse::<Backend>()
+                .unwrap_err()
+                .contains("unknown backend `tpu`")
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub const NORM_EPS: f64 = 1e-6;
 
 /// Splits `[batch, n·hidden]` into `n` tensors `[batch, hidden]`.
 pub fn chunks<const N: usize>(x: Tensor<2>) -> [Tensor<2>; N] {
-    x.chunk(N, 1).try_into().expect("adaLN output splits evenly")
+    x.chunk(N, 1)
+        .try_into()
+        .expect("adaLN output splits evenly")
 }
 
 /// A transformer block over spacetime tokens, conditioned by adaLN-Zero.
@@ -36,7 +38,13 @@ pub struct DitBlock {
 
 impl DitBlock {
     /// A block of width `hidden`; `text_width` enables cross-attention when given.
-    pub fn new(hidden: usize, heads: usize, mlp_hidden: usize, text_width: Option<usize>, device: &Device) -> Self {
+    pub fn new(
+        hidden: usize,
+        heads: usize,
+        mlp_hidden: usize,
+        text_width: Option<usize>,
+        device: &Device,
+    ) -> Self {
         Self {
             attn: SelfAttention::new(hidden, heads, device),
             cross_attn: text_width.map(|w| CrossAttention::new(hidden, w, heads, device)),
@@ -48,8 +56,14 @@ impl DitBlock {
     /// # Shapes
     /// - x: `[batch, tokens, hidden]`, c: `[batch, hidden]` → `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>, text: &TextFeatures) -> Tensor<3> {
-        let [shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp] =
-            chunks::<6>(self.ada_ln_modulation.forward(silu(c)));
+        let [
+            shift_msa,
+            scale_msa,
+            gate_msa,
+            shift_mlp,
+            scale_mlp,
+            gate_mlp,
+        ] = chunks::<6>(self.ada_ln_modulation.forward(silu(c)));
 
         let h = modulate(layer_norm(x.clone(), NORM_EPS), shift_msa, scale_msa);
         let x = x + gate_msa.unsqueeze_dim::<3>(1) * self.attn.forward(h, None);

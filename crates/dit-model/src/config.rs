@@ -22,7 +22,10 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error about `field`.
     pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { field: field.into(), reason: reason.into() }
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 
     /// The same error, with `prefix.` in front of the field name.
@@ -48,7 +51,7 @@ pub fn require_divides(
     value: usize,
 ) -> Result<(), ConfigError> {
     require_positive(field, divisor)?;
-    if value % divisor != 0 {
+    if !value.is_multiple_of(divisor) {
         return Err(ConfigError::new(
             field,
             format!("= {divisor} must divide {what} = {value}"),
@@ -117,11 +120,21 @@ impl DitConfig {
         require_positive("latent_frames", self.latent_frames)?;
         require_positive("latent_size", self.latent_size)?;
         require_positive("depth", self.depth)?;
-        require_divides("patch_frames", self.patch_frames, "latent_frames", self.latent_frames)?;
-        require_divides("patch_size", self.patch_size, "latent_size", self.latent_size)?;
+        require_divides(
+            "patch_frames",
+            self.patch_frames,
+            "latent_frames",
+            self.latent_frames,
+        )?;
+        require_divides(
+            "patch_size",
+            self.patch_size,
+            "latent_size",
+            self.latent_size,
+        )?;
         require_positive("hidden", self.hidden)?;
         require_divides("heads", self.heads, "hidden", self.hidden)?;
-        if self.hidden % 16 != 0 {
+        if !self.hidden.is_multiple_of(16) {
             return Err(ConfigError::new(
                 "hidden",
                 format!(
@@ -132,7 +145,10 @@ impl DitConfig {
             ));
         }
         if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) {
-            return Err(ConfigError::new("mlp_ratio", format!("must be positive, got {}", self.mlp_ratio)));
+            return Err(ConfigError::new(
+                "mlp_ratio",
+                format!("must be positive, got {}", self.mlp_ratio),
+            ));
         }
         self.text.validate().map_err(|e| e.within("text"))
     }
@@ -148,7 +164,17 @@ impl DitConfig {
         text: TextEncoderConfig,
     ) -> Self {
         let (hidden, depth, heads) = size.dims();
-        DitConfig::new(latent_channels, latent_frames, latent_size, 1, patch, hidden, depth, heads, text)
+        DitConfig::new(
+            latent_channels,
+            latent_frames,
+            latent_size,
+            1,
+            patch,
+            hidden,
+            depth,
+            heads,
+            text,
+        )
     }
 }
 
@@ -189,7 +215,9 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Validates both networks and that the DiT denoises the autoencoder's latent.
     pub fn validate(&self, frames: usize, size: usize) -> Result<(), ConfigError> {
-        self.autoencoder.validate().map_err(|e| e.within("autoencoder"))?;
+        self.autoencoder
+            .validate()
+            .map_err(|e| e.within("autoencoder"))?;
         self.dit.validate().map_err(|e| e.within("dit"))?;
         let [c, f, h] = self.autoencoder.latent_shape(frames, size)?;
         let expect = [
@@ -201,7 +229,9 @@ impl ModelConfig {
             if got != want {
                 return Err(ConfigError::new(
                     field,
-                    format!("= {got}, but the autoencoder makes latents of {c}×{f}×{h}×{h} from {frames} frames of {size}×{size}, so it must be {want}"),
+                    format!(
+                        "= {got}, but the autoencoder makes latents of {c}×{f}×{h}×{h} from {frames} frames of {size}×{size}, so it must be {want}"
+                    ),
                 ));
             }
         }
@@ -231,12 +261,51 @@ mod tests {
     fn invalid_values_name_their_field() {
         let err = DitConfig { heads: 3, ..tiny() }.validate().unwrap_err();
         assert_eq!(err.field, "heads");
-        assert!(err.to_string().contains("must divide hidden = 128"), "{err}");
-        assert_eq!(DitConfig { patch_size: 3, ..tiny() }.validate().unwrap_err().field, "patch_size");
-        assert_eq!(DitConfig { patch_frames: 3, ..tiny() }.validate().unwrap_err().field, "patch_frames");
-        assert_eq!(DitConfig { depth: 0, ..tiny() }.validate().unwrap_err().field, "depth");
-        assert_eq!(DitConfig { hidden: 136, ..tiny() }.validate().unwrap_err().field, "hidden");
-        assert_eq!(tiny().with_mlp_ratio(-1.0).validate().unwrap_err().field, "mlp_ratio");
+        assert!(
+            err.to_string().contains("must divide hidden = 128"),
+            "{err}"
+        );
+        assert_eq!(
+            DitConfig {
+                patch_size: 3,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "patch_size"
+        );
+        assert_eq!(
+            DitConfig {
+                patch_frames: 3,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "patch_frames"
+        );
+        assert_eq!(
+            DitConfig { depth: 0, ..tiny() }
+                .validate()
+                .unwrap_err()
+                .field,
+            "depth"
+        );
+        assert_eq!(
+            DitConfig {
+                hidden: 136,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "hidden"
+        );
+        assert_eq!(
+            tiny().with_mlp_ratio(-1.0).validate().unwrap_err().field,
+            "mlp_ratio"
+        );
     }
 
     #[test]

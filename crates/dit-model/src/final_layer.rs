@@ -31,6 +31,7 @@ impl FinalLayer {
     /// - x: `[batch, tokens, hidden]`, c: `[batch, hidden]` → `[batch, tokens, patch_dim]`
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
         let [shift, scale] = chunks::<2>(self.ada_ln_modulation.forward(silu(c)));
-        self.linear.forward(modulate(layer_norm(x, NORM_EPS), shift, scale))
+        self.linear
+            .forward(modulate(layer_norm(x, NORM_EPS), shift, scale))
     }
 }

@@ -73,10 +73,14 @@ mod tests {
         let x = Tensor::<3>::random([2, 5, 16], Distribution::Normal(3.0, 2.0), &device);
         let y = layer_norm(x, 1e-6);
         let (var, mean) = y.var_mean_bias(2);
-        mean.into_data()
-            .assert_approx_eq::<f32>(&TensorData::zeros::<f32, _>([2, 5, 1]), Tolerance::absolute(1e-5));
-        var.into_data()
-            .assert_approx_eq::<f32>(&TensorData::ones::<f32, _>([2, 5, 1]), Tolerance::absolute(1e-4));
+        mean.into_data().assert_approx_eq::<f32>(
+            &TensorData::zeros::<f32, _>([2, 5, 1]),
+            Tolerance::absolute(1e-5),
+        );
+        var.into_data().assert_approx_eq::<f32>(
+            &TensorData::ones::<f32, _>([2, 5, 1]),
+            Tolerance::absolute(1e-4),
+        );
     }
 
     #[test]
@@ -86,9 +90,7 @@ mod tests {
         let shift = Tensor::<2>::from_floats([[0.5, 0.0], [1.0, -1.0]], &device);
         let scale = Tensor::<2>::from_floats([[1.0, 0.0], [-1.0, 2.0]], &device);
         let y = modulate(x, shift, scale);
-        y.into_data().assert_eq(
-            &TensorData::from([[[2.5f32, 2.0]], [[1.0, 11.0]]]),
-            false,
-        );
+        y.into_data()
+            .assert_eq(&TensorData::from([[[2.5f32, 2.0]], [[1.0, 11.0]]]), false);
     }
 }

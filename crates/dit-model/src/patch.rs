@@ -28,7 +28,12 @@ pub fn patchify(x: Tensor<5>, patch: [usize; 3]) -> Tensor<3> {
 ///
 /// # Shapes
 /// - tokens: `[batch, gf·gh·gw, C·pt·ph·pw]` → `[batch, C, gf·pt, gh·ph, gw·pw]`
-pub fn unpatchify(tokens: Tensor<3>, grid: [usize; 3], patch: [usize; 3], channels: usize) -> Tensor<5> {
+pub fn unpatchify(
+    tokens: Tensor<3>,
+    grid: [usize; 3],
+    patch: [usize; 3],
+    channels: usize,
+) -> Tensor<5> {
     let [b, n, _] = tokens.dims();
     let [gf, gh, gw] = grid;
     let [pt, ph, pw] = patch;
@@ -53,7 +58,10 @@ impl PatchEmbed {
     /// Embeds `channels`-channel patches of shape `patch` into `hidden` channels.
     pub fn new(channels: usize, patch: [usize; 3], hidden: usize, device: &Device) -> Self {
         let patch_dim = channels * patch.iter().product::<usize>();
-        Self { proj: xavier_linear(patch_dim, hidden, device), patch }
+        Self {
+            proj: xavier_linear(patch_dim, hidden, device),
+            patch,
+        }
     }
 
     /// # Shapes
@@ -75,8 +83,17 @@ mod tests {
             let x = Tensor::<5>::random([2, 3, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
             let tokens = patchify(x.clone(), patch);
             let grid = [4 / patch[0], 8 / patch[1], 8 / patch[2]];
-            assert_eq!(tokens.dims(), [2, grid.iter().product(), 3 * patch.iter().product::<usize>()]);
-            unpatchify(tokens, grid, patch, 3).into_data().assert_eq(&x.into_data(), true);
+            assert_eq!(
+                tokens.dims(),
+                [
+                    2,
+                    grid.iter().product(),
+                    3 * patch.iter().product::<usize>()
+                ]
+            );
+            unpatchify(tokens, grid, patch, 3)
+                .into_data()
+                .assert_eq(&x.into_data(), true);
         }
     }
 
@@ -95,7 +112,7 @@ mod tests {
             }
         }
         let x = Tensor::<5>::from_data(TensorData::new(values, [1, 2, 2, 4, 4]), &device);
-        let tokens: Vec<f32> = patchify(x, [2, 2, 2]).into_data().into_vec().unwrap();
+        let tokens: Vec<f32> = patchify(x, [2, 2, 2]).into_data().try_into_vec().unwrap();
         // Token 1 = frame group 0, row 0, column 1: starts at (c0, f0, h0, w2).
         let token1 = &tokens[16..32];
         assert_eq!(&token1[..4], &[2.0, 3.0, 12.0, 13.0]);

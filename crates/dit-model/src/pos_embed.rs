@@ -11,7 +11,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 ///
 /// Returns `positions.len() × dim` values, row-major.
 pub fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
-    assert!(dim % 2 == 0, "sin-cos embedding needs an even width, got {dim}");
+    assert!(
+        dim.is_multiple_of(2),
+        "sin-cos embedding needs an even width, got {dim}"
+    );
     let half = dim / 2;
     let omega: Vec<f64> = (0..half)
         .map(|i| 1.0 / 10000f64.powf(i as f64 / half as f64))
@@ -37,7 +40,8 @@ pub fn axis_widths(hidden: usize) -> [usize; 3] {
 /// Returns `tokens × hidden` values, row-major.
 pub fn sincos_3d(hidden: usize, grid: [usize; 3]) -> Vec<f32> {
     let [wf, wr, wc] = axis_widths(hidden);
-    let axis = |width: usize, n: usize| sincos_1d(width, &(0..n).map(|i| i as f64).collect::<Vec<_>>());
+    let axis =
+        |width: usize, n: usize| sincos_1d(width, &(0..n).map(|i| i as f64).collect::<Vec<_>>());
     let (ef, er, ec) = (axis(wf, grid[0]), axis(wr, grid[1]), axis(wc, grid[2]));
     let mut out = Vec::with_capacity(grid.iter().product::<usize>() * hidden);
     for f in 0..grid[0] {
@@ -55,7 +59,10 @@ pub fn sincos_3d(hidden: usize, grid: [usize; 3]) -> Vec<f32> {
 /// The 3D embedding as a tensor `[tokens, hidden]`.
 pub fn position_embedding(hidden: usize, grid: [usize; 3], device: &Device) -> Tensor<2> {
     let tokens = grid.iter().product::<usize>();
-    Tensor::from_data(TensorData::new(sincos_3d(hidden, grid), [tokens, hidden]), device)
+    Tensor::from_data(
+        TensorData::new(sincos_3d(hidden, grid), [tokens, hidden]),
+        device,
+    )
 }
 
 #[cfg(test)]

@@ -37,12 +37,18 @@ impl DiffusionConfig {
     /// Checks the step count and β range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.steps < 2 {
-            return Err(ConfigError::new("steps", format!("must be at least 2, got {}", self.steps)));
+            return Err(ConfigError::new(
+                "steps",
+                format!("must be at least 2, got {}", self.steps),
+            ));
         }
         if !(0.0 < self.beta_start && self.beta_start < self.beta_end && self.beta_end < 1.0) {
             return Err(ConfigError::new(
                 "beta_start",
-                format!("and beta_end must satisfy 0 < beta_start < beta_end < 1, got {} and {}", self.beta_start, self.beta_end),
+                format!(
+                    "and beta_end must satisfy 0 < beta_start < beta_end < 1, got {} and {}",
+                    self.beta_start, self.beta_end
+                ),
             ));
         }
         Ok(())
@@ -51,7 +57,9 @@ impl DiffusionConfig {
     /// The schedule these settings describe.
     pub fn build(&self) -> NoiseSchedule {
         match self.schedule {
-            BetaSchedule::Linear => NoiseSchedule::linear(self.steps, self.beta_start, self.beta_end),
+            BetaSchedule::Linear => {
+                NoiseSchedule::linear(self.steps, self.beta_start, self.beta_end)
+            }
             BetaSchedule::Cosine => NoiseSchedule::cosine(self.steps),
         }
     }
@@ -75,7 +83,10 @@ impl NoiseSchedule {
                 prod
             })
             .collect();
-        Self { betas, alphas_cumprod }
+        Self {
+            betas,
+            alphas_cumprod,
+        }
     }
 
     /// Linear β from `start` to `end` over `steps` steps.
@@ -88,7 +99,11 @@ impl NoiseSchedule {
 
     /// The cosine schedule of Nichol & Dhariwal (2021).
     pub fn cosine(steps: usize) -> Self {
-        let f = |t: f64| (((t / steps as f64) + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |t: f64| {
+            (((t / steps as f64) + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         let betas = (0..steps)
             .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(0.999))
             .collect();
@@ -136,15 +151,25 @@ impl NoiseSchedule {
     ///
     /// # Shapes
     /// - x0, noise: `[batch, ...]`; `t.len() == batch`
-    pub fn q_sample<const D: usize>(&self, x0: Tensor<D>, noise: Tensor<D>, t: &[usize]) -> Tensor<D> {
+    pub fn q_sample<const D: usize>(
+        &self,
+        x0: Tensor<D>,
+        noise: Tensor<D>,
+        t: &[usize],
+    ) -> Tensor<D> {
         let device = x0.device();
         let signal = self.per_sample::<D>(t.iter().map(|&s| self.alpha_bar(s).sqrt()), &device);
-        let sigma = self.per_sample::<D>(t.iter().map(|&s| (1.0 - self.alpha_bar(s)).sqrt()), &device);
+        let sigma =
+            self.per_sample::<D>(t.iter().map(|&s| (1.0 - self.alpha_bar(s)).sqrt()), &device);
         x0 * signal + noise * sigma
     }
 
     /// A `[batch, 1, …, 1]` tensor of per-sample coefficients, broadcastable over `[batch, ...]`.
-    pub fn per_sample<const D: usize>(&self, values: impl Iterator<Item = f64>, device: &Device) -> Tensor<D> {
+    pub fn per_sample<const D: usize>(
+        &self,
+        values: impl Iterator<Item = f64>,
+        device: &Device,
+    ) -> Tensor<D> {
         let values: Vec<f32> = values.map(|v| v as f32).collect();
         let mut shape = [1usize; D];
         shape[0] = values.len();
@@ -163,17 +188,27 @@ mod tests {
         assert_eq!(s.len(), 1000);
         assert!((s.beta(0) - 1e-4).abs() < 1e-15 && (s.beta(999) - 0.02).abs() < 1e-15);
         for t in [0usize, 1, 10, 250, 500, 999] {
-            let expect: f64 = (0..=t).map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0)).product();
+            let expect: f64 = (0..=t)
+                .map(|i| 1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+                .product();
             assert!((s.alpha_bar(t) - expect).abs() < 1e-12, "t = {t}");
         }
         // The well-known endpoint of DDPM's schedule: ᾱ_T ≈ 4.04e-5.
-        assert!((s.alpha_bar(999) - 4.036e-5).abs() < 1e-7, "{}", s.alpha_bar(999));
+        assert!(
+            (s.alpha_bar(999) - 4.036e-5).abs() < 1e-7,
+            "{}",
+            s.alpha_bar(999)
+        );
     }
 
     #[test]
     fn cosine_alpha_bar_matches_closed_form() {
         let s = NoiseSchedule::cosine(1000);
-        let f = |t: f64| ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |t: f64| {
+            ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         for t in [0usize, 100, 500, 900] {
             let expect = f(t as f64 + 1.0) / f(0.0);
             assert!((s.alpha_bar(t) - expect).abs() < 1e-9, "t = {t}");
@@ -198,19 +233,43 @@ mod tests {
         for t in [10usize, 400, 900] {
             let x0 = Tensor::<2>::ones([1, n], &device) * 0.7;
             let noise = Tensor::<2>::random([1, n], Distribution::Normal(0.0, 1.0), &device);
-            let xt: Vec<f32> = s.q_sample(x0, noise, &[t]).into_data().into_vec().unwrap();
+            let xt: Vec<f32> = s
+                .q_sample(x0, noise, &[t])
+                .into_data()
+                .try_into_vec()
+                .unwrap();
             let mean = xt.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
             let var = xt.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
             let (want_mean, want_var) = (0.7 * s.alpha_bar(t).sqrt(), 1.0 - s.alpha_bar(t));
             // Standard errors: σ/√n ≈ 0.0022 for the mean, ≈ σ²·√(2/n) ≈ 0.0032 for the variance.
-            assert!((mean - want_mean).abs() < 0.01, "t = {t}: mean {mean} vs {want_mean}");
-            assert!((var - want_var).abs() < 0.015 * want_var.max(0.1), "t = {t}: var {var} vs {want_var}");
+            assert!(
+                (mean - want_mean).abs() < 0.01,
+                "t = {t}: mean {mean} vs {want_mean}"
+            );
+            assert!(
+                (var - want_var).abs() < 0.015 * want_var.max(0.1),
+                "t = {t}: var {var} vs {want_var}"
+            );
         }
     }
 
     #[test]
     fn invalid_settings_are_named() {
-        assert_eq!(DiffusionConfig::new().with_steps(1).validate().unwrap_err().field, "steps");
-        assert_eq!(DiffusionConfig::new().with_beta_end(2.0).validate().unwrap_err().field, "beta_start");
+        assert_eq!(
+            DiffusionConfig::new()
+                .with_steps(1)
+                .validate()
+                .unwrap_err()
+                .field,
+            "steps"
+        );
+        assert_eq!(
+            DiffusionConfig::new()
+                .with_beta_end(2.0)
+                .validate()
+                .unwrap_err()
+                .field,
+            "beta_start"
+        );
     }
 }

@@ -39,7 +39,10 @@ impl TextEncoderConfig {
     /// Checks sizes and divisibility.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.vocab_size < 2 {
-            return Err(ConfigError::new("vocab_size", "must count at least one word and the padding id"));
+            return Err(ConfigError::new(
+                "vocab_size",
+                "must count at least one word and the padding id",
+            ));
         }
         require_positive("max_words", self.max_words)?;
         require_positive("width", self.width)?;
@@ -48,7 +51,10 @@ impl TextEncoderConfig {
 
     /// Builds the encoder, projecting the pooled vector to `hidden` channels.
     pub fn init(&self, hidden: usize, device: &Device) -> TextEncoder {
-        let normal = Initializer::Normal { mean: 0.0, std: 0.02 };
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
         TextEncoder {
             token_embedding: EmbeddingConfig::new(self.vocab_size, self.width)
                 .with_initializer(normal.clone())
@@ -146,21 +152,44 @@ impl TextEncoder {
         let null_first = first.bool_and(is_null.clone().expand([batch, words])); // [batch, words]
         let padding = is_pad.bool_and(null_first.clone().bool_not());
 
-        let positions = self.position_embedding.val().narrow(0, 0, words).unsqueeze_dim::<3>(0);
+        let positions = self
+            .position_embedding
+            .val()
+            .narrow(0, 0, words)
+            .unsqueeze_dim::<3>(0);
         let mut x = self.token_embedding.forward(tokens) + positions; // [batch, words, width]
-        let null_tokens = self.null_tokens.val().unsqueeze_dim::<3>(0).expand([batch, words, width]);
-        x = x.mask_where(null_first.unsqueeze_dim::<3>(2).expand([batch, words, width]), null_tokens);
+        let null_tokens = self
+            .null_tokens
+            .val()
+            .unsqueeze_dim::<3>(0)
+            .expand([batch, words, width]);
+        x = x.mask_where(
+            null_first
+                .unsqueeze_dim::<3>(2)
+                .expand([batch, words, width]),
+            null_tokens,
+        );
         for layer in &self.layers {
             x = layer.forward(x, padding.clone());
         }
         let x = self.norm.forward(x);
 
         // Mean over real words; the null row's count is clamped to avoid 0/0.
-        let summed = (x.clone() * real.unsqueeze_dim::<3>(2)).sum_dim(1).squeeze_dim::<2>(1); // [batch, width]
+        let summed = (x.clone() * real.unsqueeze_dim::<3>(2))
+            .sum_dim(1)
+            .squeeze_dim::<2>(1); // [batch, width]
         let mean = summed / count.clamp_min(1.0);
         let pooled = self.pooled_proj.forward(mean); // [batch, hidden]
-        let null_pooled = self.null_pooled.val().unsqueeze_dim::<2>(0).expand([batch, hidden]);
+        let null_pooled = self
+            .null_pooled
+            .val()
+            .unsqueeze_dim::<2>(0)
+            .expand([batch, hidden]);
         let pooled = pooled.mask_where(is_null.expand([batch, hidden]), null_pooled);
-        TextFeatures { tokens: x, padding, pooled }
+        TextFeatures {
+            tokens: x,
+            padding,
+            pooled,
+        }
     }
 }

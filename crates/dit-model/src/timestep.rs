@@ -34,18 +34,32 @@ pub struct TimestepEmbedder {
 impl TimestepEmbedder {
     /// An embedder to `hidden` channels, weights drawn from N(0, 0.02²) as in DiT.
     pub fn new(hidden: usize, device: &Device) -> Self {
-        let init = Initializer::Normal { mean: 0.0, std: 0.02 };
-        let mut fc1 = LinearConfig::new(FREQUENCY_DIM, hidden).with_initializer(init.clone()).init(device);
-        let mut fc2 = LinearConfig::new(hidden, hidden).with_initializer(init).init(device);
-        fc1.bias = Some(burn::module::Param::from_tensor(Tensor::zeros([hidden], device)));
-        fc2.bias = Some(burn::module::Param::from_tensor(Tensor::zeros([hidden], device)));
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let mut fc1 = LinearConfig::new(FREQUENCY_DIM, hidden)
+            .with_initializer(init.clone())
+            .init(device);
+        let mut fc2 = LinearConfig::new(hidden, hidden)
+            .with_initializer(init)
+            .init(device);
+        fc1.bias = Some(burn::module::Param::from_tensor(Tensor::zeros(
+            [hidden],
+            device,
+        )));
+        fc2.bias = Some(burn::module::Param::from_tensor(Tensor::zeros(
+            [hidden],
+            device,
+        )));
         Self { fc1, fc2 }
     }
 
     /// # Shapes
     /// - t: `[batch]` → `[batch, hidden]`
     pub fn forward(&self, t: Tensor<1>) -> Tensor<2> {
-        self.fc2.forward(silu(self.fc1.forward(timestep_features(t, FREQUENCY_DIM))))
+        self.fc2
+            .forward(silu(self.fc1.forward(timestep_features(t, FREQUENCY_DIM))))
     }
 }
 
@@ -57,7 +71,7 @@ mod tests {
     fn features_match_closed_form() {
         let device = Device::default();
         let t = Tensor::<1>::from_floats([0.0, 10.0], &device);
-        let f: Vec<f32> = timestep_features(t, 8).into_data().into_vec().unwrap();
+        let f: Vec<f32> = timestep_features(t, 8).into_data().try_into_vec().unwrap();
         // t = 0: cos = 1, sin = 0.
         assert_eq!(&f[0..8], &[1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
         // t = 10, ω = 10000^(-i/4).

@@ -69,7 +69,11 @@ impl Tokenizer {
     }
 
     fn index(words: &[String]) -> BTreeMap<String, usize> {
-        words.iter().enumerate().map(|(i, w)| (w.clone(), i + 1)).collect()
+        words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.clone(), i + 1))
+            .collect()
     }
 
     /// Reads a tokenizer saved by [`Tokenizer::to_json`].
@@ -131,7 +135,10 @@ impl Tokenizer {
             return Err(TokenizeError::UnknownWords { unknown, known });
         }
         if ids.len() > max_len {
-            return Err(TokenizeError::TooLong { words: ids.len(), max: max_len });
+            return Err(TokenizeError::TooLong {
+                words: ids.len(),
+                max: max_len,
+            });
         }
         Ok(ids)
     }
@@ -183,6 +190,9 @@ mod tests {
     fn json_round_trip_keeps_ids() {
         let t = tokenizer();
         let back = Tokenizer::from_json(&t.to_json()).unwrap();
-        assert_eq!(back.encode("the left", 4).unwrap(), t.encode("the left", 4).unwrap());
+        assert_eq!(
+            back.encode("the left", 4).unwrap(),
+            t.encode("the left", 4).unwrap()
+        );
     }
 }

@@ -319,3 +319,112 @@ mod tests {
         }
     }
 }
+
+/// Parses a TOML config into `T`, rejecting unknown keys so typos are caught.
+///
+/// Every field must be given: a config file is the complete record of a run.
+///
+/// Unknown keys are found by comparing the file with the parsed value
+/// serialised back: every key of the file must survive the round trip.
+pub fn from_toml<T: serde::Serialize + serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<T, ConfigError> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
+    })?;
+    let value = toml::Value::Table(table);
+    let parsed: T = value.clone().try_into().map_err(|e: toml::de::Error| {
+        let message = e.message().to_string();
+        // serde names the field in its message ("missing field `heads`").
+        let field = message.split('`').nth(1).unwrap_or("(file)").to_string();
+        ConfigError::new(field, format!("cannot be read: {message}"))
+    })?;
+    let known =
+        toml::Value::try_from(&parsed).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
+    if let Some(path) = unknown_key(&value, &known, "") {
+        return Err(ConfigError::new(path, "is not a known setting (a typo?)"));
+    }
+    Ok(parsed)
+}
+
+fn unknown_key(given: &toml::Value, known: &toml::Value, prefix: &str) -> Option<String> {
+    let (toml::Value::Table(given), toml::Value::Table(known)) = (given, known) else {
+        return None;
+    };
+    for (key, value) in given {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match known.get(key) {
+            None => return Some(path),
+            Some(k) => {
+                if let Some(p) = unknown_key(value, k, &path) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod toml_tests {
+    use super::*;
+
+    const TINY: &str = r#"
+latent_channels = 4
+latent_frames = 8
+latent_size = 8
+patch_frames = 1
+patch_size = 2
+hidden = 128
+depth = 4
+heads = 4
+mlp_ratio = 4.0
+cross_attention = false
+[text]
+vocab_size = 20
+max_words = 16
+width = 64
+depth = 2
+heads = 4
+"#;
+
+    #[test]
+    fn reads_a_complete_config() {
+        let c: DitConfig = from_toml(TINY).unwrap();
+        let text = TextEncoderConfig::new(20);
+        assert_eq!(c, DitConfig::new(4, 8, 8, 1, 2, 128, 4, 4, text));
+    }
+
+    #[test]
+    fn names_the_problem() {
+        let typo = TINY.replace("heads = 4", "heads = 4\nhedas = 2");
+        assert_eq!(from_toml::<DitConfig>(&typo).unwrap_err().field, "hedas");
+        let nested = TINY.replace("vocab_size = 20", "vocab_size = 20\nwidht = 3");
+        assert_eq!(
+            from_toml::<DitConfig>(&nested).unwrap_err().field,
+            "text.widht"
+        );
+        let missing = TINY.replace("hidden = 128\n", "");
+        assert_eq!(
+            from_toml::<DitConfig>(&missing).unwrap_err().field,
+            "hidden"
+        );
+        let wrong_type = TINY.replace("depth = 4", "depth = \"four\"");
+        assert!(
+            from_toml::<DitConfig>(&wrong_type)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid type")
+        );
+        let negative = TINY.replace("depth = 4", "depth = -4");
+        assert!(from_toml::<DitConfig>(&negative).is_err());
+        assert_eq!(
+            from_toml::<DitConfig>("hidden = [").unwrap_err().field,
+            "(file)"
+        );
+    }
+}

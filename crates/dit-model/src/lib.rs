@@ -14,6 +14,7 @@
 //! | configs, validation, published sizes | [`config`] |
 //! | PyTorch-named safetensors import/export | [`weights`] |
 //! | choosing a backend | [`backend`] |
+//! | seeded host-side Gaussian noise | [`noise`] |
 
 pub mod attention;
 pub mod autoencoder;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod dit;
 pub mod final_layer;
 pub mod layers;
+pub mod noise;
 pub mod patch;
 pub mod pos_embed;
 pub mod schedule;

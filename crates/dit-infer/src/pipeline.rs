@@ -1,0 +1,193 @@
+//! Text → video: tokenize, encode the prompt, denoise a latent from pure
+//! noise with guidance, decode it with the frozen decoder, and turn it into
+//! 8-bit frames.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dit_data::{Clip, tensor_to_clip};
+use dit_model::noise::gaussian;
+use dit_model::tokenizer::TokenizeError;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::run::TrainedModel;
+use crate::sampler::{SamplerKind, guide, respace, sample};
+
+/// How to sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Denoising steps (respaced from the training schedule).
+    pub steps: usize,
+    /// DDPM or DDIM.
+    pub sampler: SamplerKind,
+    /// Classifier-free guidance scale (1 = no guidance).
+    pub guidance: f64,
+    /// Seed of the initial noise and of the stochastic samplers.
+    pub seed: u64,
+}
+
+/// Why a clip could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    /// A prompt cannot be tokenized.
+    #[error("prompt {index} ({prompt:?}): {source}")]
+    Prompt {
+        /// Position of the prompt in the batch.
+        index: usize,
+        /// The prompt, shortened.
+        prompt: String,
+        /// The tokenizer's complaint.
+        source: TokenizeError,
+    },
+    /// Sampling settings that cannot work.
+    #[error("{0}")]
+    Options(String),
+}
+
+fn shorten(prompt: &str) -> String {
+    if prompt.chars().count() > 60 {
+        format!("{}…", prompt.chars().take(60).collect::<String>())
+    } else {
+        prompt.to_string()
+    }
+}
+
+impl GenerateOptions {
+    /// Checks the settings against the model's schedule.
+    pub fn validate(&self, total_steps: usize) -> Result<(), GenerateError> {
+        if self.steps == 0 || self.steps > total_steps {
+            return Err(GenerateError::Options(format!(
+                "--steps must be between 1 and {total_steps} (the model's diffusion steps), got {}",
+                self.steps
+            )));
+        }
+        if !(self.guidance.is_finite() && self.guidance >= 0.0) {
+            return Err(GenerateError::Options(format!(
+                "--cfg must be a finite number ≥ 0, got {}",
+                self.guidance
+            )));
+        }
+        if let SamplerKind::Ddim { eta } = self.sampler
+            && !(0.0..=1.0).contains(&eta)
+        {
+            return Err(GenerateError::Options(format!(
+                "--eta must be in [0, 1], got {eta}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Word ids of `prompts`, `[batch, max_words]`.
+pub fn tokenize(
+    model: &TrainedModel,
+    prompts: &[String],
+    device: &Device,
+) -> Result<Tensor<2, Int>, GenerateError> {
+    let max_words = model.spec.model.dit.text.max_words;
+    let mut ids = Vec::with_capacity(prompts.len() * max_words);
+    for (index, prompt) in prompts.iter().enumerate() {
+        let row = model
+            .tokenizer
+            .encode_padded(prompt, max_words)
+            .map_err(|source| GenerateError::Prompt {
+                index,
+                prompt: shorten(prompt),
+                source,
+            })?;
+        ids.extend(row.into_iter().map(|i| i as i64));
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(ids, [prompts.len(), max_words]),
+        device,
+    ))
+}
+
+/// Generates one clip per prompt, denoising all prompts as one batch.
+///
+/// Prompt `i` starts from noise seeded by `(seed, i)`, so with a deterministic
+/// sampler its clip does not depend on the other prompts of the batch.
+pub fn generate(
+    model: &TrainedModel,
+    prompts: &[String],
+    options: &GenerateOptions,
+    device: &Device,
+    on_step: impl FnMut(usize),
+) -> Result<Vec<Clip>, GenerateError> {
+    let schedule = model.spec.diffusion.build();
+    options.validate(schedule.len())?;
+    if prompts.is_empty() {
+        return Err(GenerateError::Options("no prompt given".into()));
+    }
+    let batch = prompts.len();
+    let dit_config = &model.spec.model.dit;
+    let tokens = tokenize(model, prompts, device)?;
+    let guided = options.guidance != 1.0;
+    // Conditional and null prompts are denoised in one batch of 2B.
+    let tokens = if guided {
+        Tensor::cat(vec![tokens.clone(), tokens.zeros_like()], 0)
+    } else {
+        tokens
+    };
+    let text = model.dit.encode_text(tokens);
+
+    let latent_shape = [
+        batch,
+        dit_config.latent_channels,
+        dit_config.latent_frames,
+        dit_config.latent_size,
+        dit_config.latent_size,
+    ];
+    let per_item: Vec<Tensor<5>> = (0..batch)
+        .map(|i| {
+            let mut rng = ChaCha8Rng::seed_from_u64(
+                options
+                    .seed
+                    .wrapping_add(i as u64)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let [_, c, f, h, w] = latent_shape;
+            gaussian(&mut rng, [1, c, f, h, w], device)
+        })
+        .collect();
+    let x_t = Tensor::cat(per_item, 0);
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5EED);
+
+    let eps = |x: Tensor<5>, t: usize| {
+        let n = if guided { 2 * batch } else { batch };
+        let steps = Tensor::<1>::full([n], t as f32, device);
+        let input = if guided {
+            Tensor::cat(vec![x.clone(), x], 0)
+        } else {
+            x
+        };
+        let out = model.dit.forward(input, steps, &text);
+        if guided {
+            let cond = out.clone().narrow(0, 0, batch);
+            let uncond = out.narrow(0, batch, batch);
+            guide(cond, uncond, options.guidance)
+        } else {
+            out
+        }
+    };
+    let latent = sample(
+        &schedule,
+        &respace(schedule.len(), options.steps),
+        options.sampler,
+        x_t,
+        &mut rng,
+        eps,
+        on_step,
+    );
+    let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]
+    let [_, _, frames, height, width] = video.dims();
+    let values: Vec<f32> = video
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("decoded video is f32");
+    let per_clip = 3 * frames * height * width;
+    Ok(values
+        .chunks(per_clip)
+        .map(|v| tensor_to_clip(v, frames, height, width))
+        .collect())
+}

@@ -1,1 +1,203 @@
-fn main() {}
+//! `dit-infer`: generate videos from prompts with a trained DiT.
+
+use std::fs;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use dit_infer::output::{write_frames, write_gif, write_sheet};
+use dit_infer::pipeline::{GenerateOptions, generate};
+use dit_infer::run::TrainedModel;
+use dit_infer::sampler::SamplerKind;
+use dit_model::Backend;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Generate a video from a text prompt with a trained text-to-video DiT.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// The prompt, e.g. "a red circle moving right".
+    #[arg(
+        long,
+        conflicts_with = "prompts_file",
+        required_unless_present = "prompts_file"
+    )]
+    prompt: Option<String>,
+    /// A file with one prompt per line (batch mode; needs --out-dir).
+    #[arg(long, requires = "out_dir")]
+    prompts_file: Option<PathBuf>,
+    /// Output GIF (single prompt).
+    #[arg(long, default_value = "out.gif", conflicts_with = "prompts_file")]
+    out: PathBuf,
+    /// Output folder for batch mode: 000.gif, 001.gif, … in prompt order.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Run folder of a trained model (default: the shipped checkpoint).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Sampler: ddim or ddpm.
+    #[arg(long, default_value = "ddim")]
+    sampler: SamplerKind,
+    /// DDIM stochasticity η in [0, 1] (0 is deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Classifier-free guidance scale (default: the checkpoint's).
+    #[arg(long, allow_negative_numbers = true)]
+    cfg: Option<f64>,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write each frame as PNG into this folder (single prompt).
+    #[arg(long)]
+    frames: Option<PathBuf>,
+    /// Also write a contact sheet (all clips, frames side by side) to this PNG.
+    #[arg(long)]
+    sheet: Option<PathBuf>,
+    /// Pixel magnification of the outputs.
+    #[arg(long, default_value_t = 4)]
+    scale: usize,
+    /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
+    #[arg(long)]
+    backend: Option<Backend>,
+}
+
+/// The shipped checkpoint: `checkpoints/tiny` of this repository.
+fn default_checkpoint() -> PathBuf {
+    let local = PathBuf::from("checkpoints/tiny");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny")
+    }
+}
+
+/// Fails early (before sampling) when `path` cannot be written.
+fn check_writable(path: &Path) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!(
+            "cannot write {}: folder {} does not exist",
+            path.display(),
+            parent.display()
+        );
+    }
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn read_prompts(args: &Args) -> Result<Vec<String>> {
+    match (&args.prompt, &args.prompts_file) {
+        (Some(p), _) => Ok(vec![p.clone()]),
+        (None, Some(file)) => {
+            let text = fs::read_to_string(file)
+                .with_context(|| format!("cannot read prompts file {}", file.display()))?;
+            let prompts: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if prompts.is_empty() {
+                bail!("prompts file {} has no prompt", file.display());
+            }
+            Ok(prompts)
+        }
+        (None, None) => bail!("give --prompt or --prompts-file"),
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    if args.scale == 0 || args.scale > 64 {
+        bail!("--scale must be between 1 and 64, got {}", args.scale);
+    }
+    let prompts = read_prompts(&args)?;
+    let outputs: Vec<PathBuf> = match &args.out_dir {
+        Some(dir) => {
+            fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+            (0..prompts.len())
+                .map(|i| dir.join(format!("{i:03}.gif")))
+                .collect()
+        }
+        None => vec![args.out.clone()],
+    };
+    for path in outputs.iter().chain(&args.sheet) {
+        check_writable(path)?;
+    }
+    let sampler = match args.sampler {
+        SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
+        other => other,
+    };
+
+    let backend = args.backend.unwrap_or_else(Backend::default_compiled);
+    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
+    let model = TrainedModel::load(&checkpoint, &device)?;
+    let options = GenerateOptions {
+        steps: args.steps,
+        sampler,
+        guidance: args.cfg.unwrap_or(model.spec.guidance),
+        seed: args.seed,
+    };
+
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(args.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("denoising {bar:30} {pos}/{len} [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    let start = Instant::now();
+    let clips = generate(&model, &prompts, &options, &device, |_| bar.inc(1))?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+
+    for (clip, path) in clips.iter().zip(&outputs) {
+        write_gif(clip, path, args.scale, 12)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(dir) = &args.frames {
+        write_frames(&clips[0], dir, args.scale)?;
+        println!("wrote {} frames to {}", clips[0].frames, dir.display());
+    }
+    if let Some(sheet) = &args.sheet {
+        write_sheet(&clips, sheet, args.scale)?;
+        println!("wrote {}", sheet.display());
+    }
+    println!(
+        "sampled {} clip(s) with {} {} steps, guidance {} on {backend} in {seconds:.2} s",
+        clips.len(),
+        options.steps,
+        match sampler {
+            SamplerKind::Ddpm => "DDPM".to_string(),
+            SamplerKind::Ddim { eta } => format!("DDIM (η = {eta})"),
+        },
+        options.guidance
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

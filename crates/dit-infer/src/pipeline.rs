@@ -29,7 +29,7 @@ pub struct GenerateOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     /// A prompt cannot be tokenized.
-    #[error("prompt {index} ({prompt:?}): {source}")]
+    #[error("prompt {index} ({prompt:?})")]
     Prompt {
         /// Position of the prompt in the batch.
         index: usize,

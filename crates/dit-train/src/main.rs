@@ -1,1 +1,142 @@
-fn main() {}
+//! `dit-train`: trains the visual autoencoder (stage 1), then the DiT on its
+//! frozen latents (stage 2), into a run folder that `dit-infer` loads.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use dit_model::Backend;
+use dit_train::config::ExperimentConfig;
+use dit_train::data::ClipSource;
+use dit_train::{autoencoder, trainer};
+
+/// Train a text-to-video Diffusion Transformer.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Experiment config (TOML).
+    #[arg(long, default_value = "configs/tiny.toml")]
+    config: PathBuf,
+    /// Run folder to write (default: runs/<config name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder from its newest checkpoint (its config.toml is used).
+    #[arg(long, conflicts_with_all = ["out", "config"])]
+    resume: Option<PathBuf>,
+    /// Override the config's seed (data, initialisation, noise, sampling).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Override the number of DiT training steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
+    #[arg(long)]
+    backend: Option<Backend>,
+    /// Stage to run (default: both).
+    #[command(subcommand)]
+    stage: Option<Stage>,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
+enum Stage {
+    /// Stage 1: train the visual autoencoder.
+    Autoencoder,
+    /// Stage 2: train the DiT on the frozen autoencoder's latents.
+    Dit,
+}
+
+const CONFIG_FILE: &str = "config.toml";
+
+fn run(args: Args) -> Result<()> {
+    let backend = args.backend.unwrap_or_else(Backend::default_compiled);
+    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let (run_dir, config_path, resume) = match &args.resume {
+        Some(dir) => {
+            if !dir.join(CONFIG_FILE).is_file() {
+                bail!(
+                    "{} is not a run folder (it has no {CONFIG_FILE})",
+                    dir.display()
+                );
+            }
+            (dir.clone(), dir.join(CONFIG_FILE), true)
+        }
+        None => {
+            let stem = args
+                .config
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("run")
+                .to_string();
+            (
+                args.out
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("runs").join(stem)),
+                args.config.clone(),
+                false,
+            )
+        }
+    };
+    let mut config = ExperimentConfig::load(&config_path)?;
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(steps) = args.steps {
+        config.dit_training.steps = steps;
+    }
+    config.validate()?;
+
+    if !resume
+        && args.stage != Some(Stage::Autoencoder)
+        && run_dir
+            .join(trainer::TRAIN_DIR)
+            .join(trainer::LATEST_FILE)
+            .exists()
+    {
+        bail!(
+            "{} already holds DiT checkpoints: continue it with `--resume {}` or choose another --out",
+            run_dir.display(),
+            run_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&run_dir)
+        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    dit_infer::run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+    let source = ClipSource::open(&config)?;
+    eprintln!(
+        "run folder {} · backend {backend} · seed {}",
+        run_dir.display(),
+        config.seed
+    );
+
+    if args.stage != Some(Stage::Dit) && !resume {
+        let report = autoencoder::train(&config, &source, &run_dir, &device)?;
+        eprintln!(
+            "autoencoder: PSNR {:.2} dB, latent scale {:.4}, {} steps in {:.0} s",
+            report.psnr, report.latent_scale, report.steps, report.seconds
+        );
+    }
+    if args.stage != Some(Stage::Autoencoder) {
+        let report = trainer::train(&config, &source, &run_dir, &device, resume)?;
+        eprintln!(
+            "dit: {} steps, loss {:.4}, {:.0} s of training",
+            report.steps, report.final_loss, report.seconds
+        );
+        eprintln!(
+            "sample from it: cargo run --release -p dit-infer -- --checkpoint {} --prompt \"a red circle moving right\"",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -92,7 +92,7 @@ fn frozen_autoencoder_receives_no_gradient() {
         .mean
         .sum();
     assert!(
-        GradientsParams::from_grads(loss.backward(), &ae_live).len() > 0,
+        !GradientsParams::from_grads(loss.backward(), &ae_live).is_empty(),
         "control: a live autoencoder gets gradients"
     );
 }

@@ -107,9 +107,16 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, RunError> {
             message: "file not found".into(),
         });
     }
-    module.try_load_file(path).map_err(|e| RunError::Corrupt {
-        path: path.to_path_buf(),
-        message: format!("not a matching weights file: {e}"),
+    module.try_load_file(path).map_err(|e| {
+        // Shape mismatches list every tensor: keep the message to one readable line.
+        let mut detail = e.to_string();
+        if detail.chars().count() > 300 {
+            detail = format!("{}…", detail.chars().take(300).collect::<String>());
+        }
+        RunError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("not a weights file of this model config: {detail}"),
+        }
     })
 }
 

@@ -8,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use dit_data::{VideoBatcher, tensor_to_clip};
+use dit_data::moving_shapes::splitmix64;
+use dit_data::{Clip, VideoBatcher, tensor_to_clip};
 use dit_infer::run::{AUTOENCODER_FILE, load_module, save_module, write_atomic};
 use dit_model::VideoAutoencoder;
 use serde::{Deserialize, Serialize};
@@ -125,10 +126,18 @@ pub fn train(
     let eval_items = source.eval_items(settings.eval_clips);
 
     for step in 0..settings.steps {
+        // One random frame from each of `batch_size` clips: the autoencoder codes
+        // frames independently, and frames of one clip are nearly the same image.
         let items = (0..settings.batch_size)
-            .map(|j| source.train_item(step * settings.batch_size + j, config.seed))
+            .map(|j| {
+                let index = step * settings.batch_size + j;
+                let mut item = source.train_item(index, config.seed);
+                let frame = (splitmix64(config.seed ^ index as u64) % item.clip.frames as u64) as usize;
+                item.clip = Clip { frames: 1, pixels: item.clip.frame(frame).to_vec(), ..item.clip };
+                item
+            })
             .collect();
-        let video = videos(&batcher, items, &train_device)?;
+        let video = videos(&batcher, items, &train_device)?; // [batch, 3, 1, H, W]
         let moments = ae.encode(video.clone());
         let recon = ae.decode(moments.sample());
         let mse = (recon - video).powi_scalar(2).mean();

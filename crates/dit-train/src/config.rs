@@ -23,7 +23,7 @@ pub struct DataConfig {
 pub struct AutoencoderTrainingConfig {
     /// Optimiser steps.
     pub steps: usize,
-    /// Clips per step.
+    /// Frames per step, each from a different clip.
     pub batch_size: usize,
     /// Adam learning rate (cosine-decayed to 10% over the run).
     pub learning_rate: f64,

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
 use dit_infer::output::{write_frames, write_gif, write_sheet};
 use dit_infer::pipeline::{GenerateOptions, generate};
 use dit_infer::run::TrainedModel;
@@ -17,8 +18,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 /// Generate a video from a text prompt with a trained text-to-video DiT.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, subcommand_negates_reqs = true)]
 struct Args {
+    /// `eval`: measure prompt fidelity instead of generating one prompt.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The prompt, e.g. "a red circle moving right".
     #[arg(
         long,
@@ -36,22 +40,22 @@ struct Args {
     #[arg(long)]
     out_dir: Option<PathBuf>,
     /// Run folder of a trained model (default: the shipped checkpoint).
-    #[arg(long)]
+    #[arg(long, global = true)]
     checkpoint: Option<PathBuf>,
     /// Denoising steps.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, global = true, default_value_t = 50)]
     steps: usize,
     /// Sampler: ddim or ddpm.
-    #[arg(long, default_value = "ddim")]
+    #[arg(long, global = true, default_value = "ddim")]
     sampler: SamplerKind,
     /// DDIM stochasticity η in [0, 1] (0 is deterministic).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, global = true, default_value_t = 0.0)]
     eta: f64,
     /// Classifier-free guidance scale (default: the checkpoint's).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, global = true, allow_negative_numbers = true)]
     cfg: Option<f64>,
     /// Seed of the noise.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0)]
     seed: u64,
     /// Also write each frame as PNG into this folder (single prompt).
     #[arg(long)]
@@ -63,8 +67,25 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     scale: usize,
     /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
-    #[arg(long)]
+    #[arg(long, global = true)]
     backend: Option<Backend>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate clips for all 72 Moving Shapes compositions (canonical caption and a
+    /// paraphrase each), judge them from their pixels, and report prompt fidelity.
+    Eval {
+        /// Seeds per prompt.
+        #[arg(long, default_value_t = 2)]
+        seeds: usize,
+        /// Folder for eval.json and failures.png (default: <checkpoint>/eval).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        /// Prompts denoised together.
+        #[arg(long, default_value_t = 48)]
+        batch: usize,
+    },
 }
 
 /// The shipped checkpoint: `checkpoints/tiny` of this repository.
@@ -119,7 +140,49 @@ fn read_prompts(args: &Args) -> Result<Vec<String>> {
     }
 }
 
+fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize) -> Result<()> {
+    if seeds == 0 || batch == 0 {
+        bail!("--seeds and --batch must be positive");
+    }
+    let backend = args.backend.unwrap_or_else(Backend::default_compiled);
+    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
+    let report_dir = report_dir.unwrap_or_else(|| checkpoint.join("eval"));
+    let model = TrainedModel::load(&checkpoint, &device)?;
+    let sampling = GenerateOptions {
+        steps: args.steps,
+        sampler: match args.sampler {
+            SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
+            other => other,
+        },
+        guidance: args.cfg.unwrap_or(model.spec.guidance),
+        seed: args.seed,
+    };
+    sampling.validate(model.spec.diffusion.steps)?;
+    let options = EvalOptions {
+        seeds,
+        sampling,
+        batch,
+    };
+    let (report, results) = evaluate(&model, &options, &device, |done, total| {
+        eprint!("\rjudged {}/{total} clips", done.min(total));
+    })?;
+    eprintln!();
+    write_report(&report, &results, &report_dir)?;
+    print!("{}", table(&report));
+    println!("wrote {}", report_dir.join("eval.json").display());
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    if let Some(Command::Eval {
+        seeds,
+        report_dir,
+        batch,
+    }) = &args.command
+    {
+        return run_eval(&args, *seeds, report_dir.clone(), *batch);
+    }
     if args.scale == 0 || args.scale > 64 {
         bail!("--scale must be between 1 and 64, got {}", args.scale);
     }

@@ -7,7 +7,9 @@ use std::process::{Command, Output};
 use burn::tensor::Device;
 use dit_data::vocabulary;
 use dit_infer::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
-use dit_model::{AutoencoderConfig, DiffusionConfig, DitConfig, ModelConfig, TextEncoderConfig, Tokenizer};
+use dit_model::{
+    AutoencoderConfig, DiffusionConfig, DitConfig, ModelConfig, TextEncoderConfig, Tokenizer,
+};
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dit-infer-{name}-{}", std::process::id()));
@@ -21,24 +23,37 @@ fn run_folder(name: &str) -> PathBuf {
     let dir = temp_dir(name);
     let device = Device::default();
     let tokenizer = Tokenizer::new(&vocabulary());
-    let text = TextEncoderConfig::new(tokenizer.num_ids()).with_width(16).with_depth(1).with_heads(2).with_max_words(12);
+    let text = TextEncoderConfig::new(tokenizer.num_ids())
+        .with_width(16)
+        .with_depth(1)
+        .with_heads(2)
+        .with_max_words(12);
     let dit = DitConfig::new(4, 4, 8, 1, 2, 32, 1, 2, text);
     let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
     let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0);
     write_spec(&dir, &spec, &tokenizer).unwrap();
-    save_module(&model.autoencoder.init(&device).unwrap(), &dir.join(AUTOENCODER_FILE)).unwrap();
+    save_module(
+        &model.autoencoder.init(&device).unwrap(),
+        &dir.join(AUTOENCODER_FILE),
+    )
+    .unwrap();
     save_module(&model.dit.init(&device).unwrap(), &dir.join(DIT_FILE)).unwrap();
     dir
 }
 
 fn dit_infer(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_dit-infer")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_dit-infer"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn gif_frames(path: &Path) -> (u16, u16, usize) {
     let mut options = gif::DecodeOptions::new();
     options.set_color_output(gif::ColorOutput::RGBA);
-    let mut decoder = options.read_info(std::fs::File::open(path).unwrap()).unwrap();
+    let mut decoder = options
+        .read_info(std::fs::File::open(path).unwrap())
+        .unwrap();
     let (w, h) = (decoder.width(), decoder.height());
     let mut frames = 0;
     while decoder.read_next_frame().unwrap().is_some() {
@@ -54,15 +69,30 @@ fn writes_a_gif_with_the_configured_frames_and_size() {
     let sheet = run.join("sheet.png");
     let frames = run.join("frames");
     let o = dit_infer(&[
-        "--checkpoint", run.to_str().unwrap(), "--prompt", "A red circle, moving right!", "--out", out.to_str().unwrap(),
-        "--steps", "3", "--scale", "1", "--sheet", sheet.to_str().unwrap(), "--frames", frames.to_str().unwrap(),
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--prompt",
+        "A red circle, moving right!",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--scale",
+        "1",
+        "--sheet",
+        sheet.to_str().unwrap(),
+        "--frames",
+        frames.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(gif_frames(&out), (32, 32, 4));
     assert!(sheet.is_file());
     assert_eq!(std::fs::read_dir(&frames).unwrap().count(), 4);
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(stdout.contains("wrote") && stdout.contains("sampled 1 clip(s) with 3 DDIM"), "{stdout}");
+    assert!(
+        stdout.contains("wrote") && stdout.contains("sampled 1 clip(s) with 3 DDIM"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(run).ok();
 }
 
@@ -70,11 +100,25 @@ fn writes_a_gif_with_the_configured_frames_and_size() {
 fn batch_mode_writes_one_gif_per_line_and_matches_single_prompts() {
     let run = run_folder("batch");
     let prompts = run.join("prompts.txt");
-    std::fs::write(&prompts, "a red circle moving right\n\na blue box sliding to the left\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "a red circle moving right\n\na blue box sliding to the left\n",
+    )
+    .unwrap();
     let out_dir = run.join("out");
     let o = dit_infer(&[
-        "--checkpoint", run.to_str().unwrap(), "--prompts-file", prompts.to_str().unwrap(), "--out-dir",
-        out_dir.to_str().unwrap(), "--steps", "3", "--scale", "1", "--sampler", "ddpm",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--prompts-file",
+        prompts.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--scale",
+        "1",
+        "--sampler",
+        "ddpm",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(gif_frames(&out_dir.join("000.gif")).2, 4);
@@ -82,13 +126,32 @@ fn batch_mode_writes_one_gif_per_line_and_matches_single_prompts() {
     assert!(!out_dir.join("002.gif").exists());
     // DDIM is deterministic: the same seed gives the same file, alone or in a batch.
     let single = run.join("single.gif");
-    let args = |out: &str| vec!["--checkpoint".to_string(), run.display().to_string(), "--prompt".into(), "a red circle moving right".into(), "--out".into(), out.to_string(), "--steps".into(), "3".into(), "--seed".into(), "5".into()];
+    let args = |out: &str| {
+        vec![
+            "--checkpoint".to_string(),
+            run.display().to_string(),
+            "--prompt".into(),
+            "a red circle moving right".into(),
+            "--out".into(),
+            out.to_string(),
+            "--steps".into(),
+            "3".into(),
+            "--seed".into(),
+            "5".into(),
+        ]
+    };
     let again = run.join("again.gif");
     for out in [&single, &again] {
-        let o = Command::new(env!("CARGO_BIN_EXE_dit-infer")).args(args(out.to_str().unwrap())).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_dit-infer"))
+            .args(args(out.to_str().unwrap()))
+            .output()
+            .unwrap();
         assert!(o.status.success());
     }
-    assert_eq!(std::fs::read(&single).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&single).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
     std::fs::remove_dir_all(run).ok();
 }
 
@@ -98,7 +161,10 @@ fn expect_error(args: &[&str], needle: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{args:?} succeeded");
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() <= 3, "{args:?}: not a short error: {stderr}");
 }
@@ -111,16 +177,34 @@ fn bad_input_is_a_clear_error() {
     let out = out.to_str().unwrap();
     let long = "red ".repeat(5000);
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--prompt", "a purple circle moving right"], "unknown word(s) \"purple\""),
+        (
+            vec!["--prompt", "a purple circle moving right"],
+            "unknown word(s) \"purple\"",
+        ),
         (vec!["--prompt", ""], "the prompt is empty"),
         (vec!["--prompt", "   "], "the prompt is empty"),
         (vec!["--prompt", "?!..."], "the prompt is empty"),
-        (vec!["--prompt", "a red 🚀 moving up"], "unknown word(s) \"🚀\""),
+        (
+            vec!["--prompt", "a red 🚀 moving up"],
+            "unknown word(s) \"🚀\"",
+        ),
         (vec!["--prompt", &long], "at most 12 are allowed"),
-        (vec!["--prompt", "a red circle moving up", "--steps", "0"], "--steps must be between 1 and 1000"),
-        (vec!["--prompt", "a red circle moving up", "--cfg", "-1"], "--cfg must be a finite number"),
-        (vec!["--prompt", "a red circle moving up", "--eta", "2"], "--eta must be in [0, 1]"),
-        (vec!["--prompt", "a red circle moving up", "--sampler", "euler"], "unknown sampler"),
+        (
+            vec!["--prompt", "a red circle moving up", "--steps", "0"],
+            "--steps must be between 1 and 1000",
+        ),
+        (
+            vec!["--prompt", "a red circle moving up", "--cfg", "-1"],
+            "--cfg must be a finite number",
+        ),
+        (
+            vec!["--prompt", "a red circle moving up", "--eta", "2"],
+            "--eta must be in [0, 1]",
+        ),
+        (
+            vec!["--prompt", "a red circle moving up", "--sampler", "euler"],
+            "unknown sampler",
+        ),
     ];
     for (args, needle) in cases {
         let mut all = vec!["--checkpoint", &ckpt, "--out", out];
@@ -128,8 +212,22 @@ fn bad_input_is_a_clear_error() {
         expect_error(&all, needle);
     }
     let prompt = ["--prompt", "a red circle moving up"];
-    expect_error(&[&["--checkpoint", "/nonexistent/run", "--out", out][..], &prompt].concat(), "does not exist");
-    expect_error(&[&["--checkpoint", &ckpt, "--out", "/nonexistent/dir/x.gif"][..], &prompt].concat(), "does not exist");
+    expect_error(
+        &[
+            &["--checkpoint", "/nonexistent/run", "--out", out][..],
+            &prompt,
+        ]
+        .concat(),
+        "does not exist",
+    );
+    expect_error(
+        &[
+            &["--checkpoint", &ckpt, "--out", "/nonexistent/dir/x.gif"][..],
+            &prompt,
+        ]
+        .concat(),
+        "does not exist",
+    );
     std::fs::remove_dir_all(run).ok();
 }
 
@@ -137,23 +235,59 @@ fn bad_input_is_a_clear_error() {
 fn broken_checkpoints_are_a_clear_error() {
     let prompt = ["--prompt", "a red circle moving up", "--steps", "2"];
     let cases: [(&str, fn(&Path), &str); 5] = [
-        ("missing-file", |d| std::fs::remove_file(d.join(DIT_FILE)).unwrap(), "has no dit_ema.bpk"),
-        ("random-bytes", |d| std::fs::write(d.join(DIT_FILE), b"\x00\x01not a burnpack file at all").unwrap(), "dit_ema.bpk"),
-        ("truncated", |d| {
-            let bytes = std::fs::read(d.join(AUTOENCODER_FILE)).unwrap();
-            std::fs::write(d.join(AUTOENCODER_FILE), &bytes[..bytes.len() / 2]).unwrap();
-        }, "autoencoder.bpk"),
-        ("other-config", |d| {
-            let text = std::fs::read_to_string(d.join("model.json")).unwrap();
-            std::fs::write(d.join("model.json"), text.replace("\"hidden\": 32", "\"hidden\": 48")).unwrap();
-        }, "dit_ema.bpk"),
-        ("corrupt-spec", |d| std::fs::write(d.join("model.json"), "{ not json").unwrap(), "model.json"),
+        (
+            "missing-file",
+            |d| std::fs::remove_file(d.join(DIT_FILE)).unwrap(),
+            "has no dit_ema.bpk",
+        ),
+        (
+            "random-bytes",
+            |d| std::fs::write(d.join(DIT_FILE), b"\x00\x01not a burnpack file at all").unwrap(),
+            "dit_ema.bpk",
+        ),
+        (
+            "truncated",
+            |d| {
+                let bytes = std::fs::read(d.join(AUTOENCODER_FILE)).unwrap();
+                std::fs::write(d.join(AUTOENCODER_FILE), &bytes[..bytes.len() / 2]).unwrap();
+            },
+            "autoencoder.bpk",
+        ),
+        (
+            "other-config",
+            |d| {
+                let text = std::fs::read_to_string(d.join("model.json")).unwrap();
+                std::fs::write(
+                    d.join("model.json"),
+                    text.replace("\"hidden\": 32", "\"hidden\": 48"),
+                )
+                .unwrap();
+            },
+            "dit_ema.bpk",
+        ),
+        (
+            "corrupt-spec",
+            |d| std::fs::write(d.join("model.json"), "{ not json").unwrap(),
+            "model.json",
+        ),
     ];
     for (name, break_it, needle) in cases {
         let run = run_folder(name);
         break_it(&run);
         let out = run.join("x.gif");
-        expect_error(&[&["--checkpoint", run.to_str().unwrap(), "--out", out.to_str().unwrap()][..], &prompt].concat(), needle);
+        expect_error(
+            &[
+                &[
+                    "--checkpoint",
+                    run.to_str().unwrap(),
+                    "--out",
+                    out.to_str().unwrap(),
+                ][..],
+                &prompt,
+            ]
+            .concat(),
+            needle,
+        );
         std::fs::remove_dir_all(run).ok();
     }
 }

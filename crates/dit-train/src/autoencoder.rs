@@ -132,8 +132,13 @@ pub fn train(
             .map(|j| {
                 let index = step * settings.batch_size + j;
                 let mut item = source.train_item(index, config.seed);
-                let frame = (splitmix64(config.seed ^ index as u64) % item.clip.frames as u64) as usize;
-                item.clip = Clip { frames: 1, pixels: item.clip.frame(frame).to_vec(), ..item.clip };
+                let frame =
+                    (splitmix64(config.seed ^ index as u64) % item.clip.frames as u64) as usize;
+                item.clip = Clip {
+                    frames: 1,
+                    pixels: item.clip.frame(frame).to_vec(),
+                    ..item.clip
+                };
                 item
             })
             .collect();

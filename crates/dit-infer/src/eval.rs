@@ -1,0 +1,273 @@
+//! Prompt fidelity: generate clips for every Moving Shapes composition and
+//! judge them from their pixels alone (`dit_data::judge`), separately for the
+//! 66 training compositions and the 6 held-out ones.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor, TensorData};
+use dit_data::moving_shapes::splitmix64;
+use dit_data::{
+    CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
+    judge_clip, tensor_to_clip,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::output::write_sheet;
+use crate::pipeline::{GenerateOptions, generate};
+use crate::run::TrainedModel;
+
+/// One generated clip and its verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// The prompt.
+    pub prompt: String,
+    /// What the prompt asks for.
+    pub expected: String,
+    /// What the judge saw (`"?"` for a part it could not tell).
+    pub judged: String,
+    /// Colour, shape, direction matched.
+    pub colour: bool,
+    /// Shape matched.
+    pub shape: bool,
+    /// Direction matched.
+    pub direction: bool,
+    /// Whether the composition is held out of training.
+    pub held_out: bool,
+    /// Area variation of the object across frames.
+    pub area_variation: f32,
+    /// Seed of the clip.
+    pub seed: u64,
+}
+
+/// Accuracies over a set of verdicts.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Scores {
+    /// Clips judged.
+    pub clips: usize,
+    /// Fraction with the right colour.
+    pub colour: f64,
+    /// Fraction with the right shape.
+    pub shape: f64,
+    /// Fraction with the right direction.
+    pub direction: f64,
+    /// Fraction with all three right.
+    pub joint: f64,
+    /// Mean std/mean of the object's area across frames (0 = rigid).
+    pub area_variation: f64,
+}
+
+impl Scores {
+    /// Scores of `verdicts`.
+    pub fn of<'a>(verdicts: impl Iterator<Item = &'a Verdict>) -> Self {
+        let v: Vec<&Verdict> = verdicts.collect();
+        let n = v.len().max(1) as f64;
+        let frac = |f: fn(&Verdict) -> bool| v.iter().filter(|x| f(x)).count() as f64 / n;
+        Scores {
+            clips: v.len(),
+            colour: frac(|x| x.colour),
+            shape: frac(|x| x.shape),
+            direction: frac(|x| x.direction),
+            joint: frac(|x| x.colour && x.shape && x.direction),
+            area_variation: v.iter().map(|x| x.area_variation as f64).sum::<f64>() / n,
+        }
+    }
+}
+
+/// The evaluation report (`eval.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The 66 training compositions.
+    pub train: Scores,
+    /// The 6 held-out compositions.
+    pub held_out: Scores,
+    /// Autoencoder reconstruction PSNR (dB) on rendered evaluation clips.
+    pub autoencoder_psnr: f64,
+    /// Sampling settings.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Seeds per prompt.
+    pub seeds: usize,
+    /// Seconds spent sampling.
+    pub sampling_seconds: f64,
+    /// Every clip's verdict.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Seeds per (composition, caption).
+    pub seeds: usize,
+    /// Sampling settings (the seed is replaced per clip).
+    pub sampling: GenerateOptions,
+    /// Prompts denoised together.
+    pub batch: usize,
+}
+
+fn describe(c: Option<Composition>, j: &dit_data::Judgement) -> String {
+    match c {
+        Some(c) => c.canonical_caption(),
+        None => format!(
+            "{} {} {}",
+            j.colour.map_or("?", |x| x.name()),
+            j.shape.map_or("?", |x| x.name()),
+            j.direction.map_or("?", |x| x.name())
+        ),
+    }
+}
+
+/// PSNR of the autoencoder on clips rendered for every composition.
+pub fn autoencoder_psnr(model: &TrainedModel, device: &Device) -> f64 {
+    let shapes = MovingShapesConfig::new()
+        .with_frames(model.spec.frames)
+        .with_size(model.spec.size);
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for chunk in Composition::all().chunks(24) {
+        let clips: Vec<Clip> = chunk
+            .iter()
+            .map(|&c| MovingShapes::clip_for(&shapes, c, 7, 0, CaptionMode::Canonical).clip)
+            .collect();
+        let (f, s) = (model.spec.frames, model.spec.size);
+        let values: Vec<f32> = clips.iter().flat_map(clip_to_tensor_data).collect();
+        let video =
+            Tensor::<5>::from_data(TensorData::new(values, [clips.len(), 3, f, s, s]), device);
+        let out = model
+            .autoencoder
+            .decode(model.autoencoder.encode(video).mean);
+        let values: Vec<f32> = out
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .expect("f32 video");
+        for (clip, v) in clips.iter().zip(values.chunks(3 * f * s * s)) {
+            let back = tensor_to_clip(v, f, s, s);
+            for (a, b) in clip.pixels.iter().zip(&back.pixels) {
+                sum += (*a as f64 - *b as f64).powi(2);
+                count += 1;
+            }
+        }
+    }
+    10.0 * (255.0f64.powi(2) / (sum / count as f64)).log10()
+}
+
+/// Generates and judges clips for all 72 compositions, with the canonical
+/// caption and a paraphrase each, `seeds` seeds each.
+pub fn evaluate(
+    model: &TrainedModel,
+    options: &EvalOptions,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<(Report, Vec<(Clip, Verdict)>)> {
+    let mut jobs: Vec<(Composition, String, u64)> = Vec::new();
+    for composition in Composition::all() {
+        let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(composition.index() as u64));
+        let captions = [
+            composition.canonical_caption(),
+            composition.paraphrase(&mut rng),
+        ];
+        for caption in captions {
+            for s in 0..options.seeds {
+                jobs.push((
+                    composition,
+                    caption.clone(),
+                    options.sampling.seed + s as u64,
+                ));
+            }
+        }
+    }
+    let start = std::time::Instant::now();
+    let mut results = Vec::with_capacity(jobs.len());
+    for (done, chunk) in jobs.chunks(options.batch.max(1)).enumerate() {
+        // One batch per seed, so that each clip's noise follows from its own seed.
+        let mut by_seed: std::collections::BTreeMap<u64, Vec<&(Composition, String, u64)>> =
+            Default::default();
+        for job in chunk {
+            by_seed.entry(job.2).or_default().push(job);
+        }
+        for (seed, group) in by_seed {
+            let prompts: Vec<String> = group.iter().map(|j| j.1.clone()).collect();
+            let sampling = GenerateOptions {
+                seed,
+                ..options.sampling.clone()
+            };
+            let clips = generate(model, &prompts, &sampling, device, |_| {})?;
+            for (clip, (composition, prompt, seed)) in clips.into_iter().zip(group) {
+                let judgement = judge_clip(&clip);
+                let m = judgement.matches(composition);
+                let verdict = Verdict {
+                    prompt: prompt.clone(),
+                    expected: composition.canonical_caption(),
+                    judged: describe(judgement.composition(), &judgement),
+                    colour: m.colour,
+                    shape: m.shape,
+                    direction: m.direction,
+                    held_out: composition.is_held_out(),
+                    area_variation: judgement.area_variation,
+                    seed: *seed,
+                };
+                results.push((clip, verdict));
+            }
+        }
+        progress((done + 1) * options.batch.max(1), jobs.len());
+    }
+    let sampling_seconds = start.elapsed().as_secs_f64();
+    let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
+    let report = Report {
+        train: Scores::of(verdicts.iter().filter(|v| !v.held_out)),
+        held_out: Scores::of(verdicts.iter().filter(|v| v.held_out)),
+        autoencoder_psnr: autoencoder_psnr(model, device),
+        steps: options.sampling.steps,
+        guidance: options.sampling.guidance,
+        seeds: options.seeds,
+        sampling_seconds,
+        verdicts,
+    };
+    Ok((report, results))
+}
+
+/// The report as a table.
+pub fn table(report: &Report) -> String {
+    let row = |name: &str, s: &Scores| {
+        format!(
+            "| {name:<22} | {:>5} | {:>6.3} | {:>6.3} | {:>9.3} | {:>6.3} | {:>14.3} |\n",
+            s.clips, s.colour, s.shape, s.direction, s.joint, s.area_variation
+        )
+    };
+    let mut out = String::from(
+        "| compositions           | clips | colour |  shape | direction |  joint | area variation |\n|---|---|---|---|---|---|---|\n",
+    );
+    out += &row("training (66)", &report.train);
+    out += &row("held-out (6)", &report.held_out);
+    out += &format!(
+        "\nautoencoder PSNR {:.2} dB; {} DDIM steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
+        report.autoencoder_psnr,
+        report.steps,
+        report.guidance,
+        report.seeds,
+        report.sampling_seconds
+    );
+    out
+}
+
+/// Writes `eval.json` and `failures.png` (up to 48 failed clips, one per row) into `dir`.
+pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    crate::run::write_atomic(
+        &dir.join("eval.json"),
+        serde_json::to_string_pretty(report)?.as_bytes(),
+    )?;
+    let failures: Vec<Clip> = results
+        .iter()
+        .filter(|(_, v)| !(v.colour && v.shape && v.direction))
+        .take(48)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if !failures.is_empty() {
+        write_sheet(&failures, &dir.join("failures.png"), 2)?;
+    }
+    Ok(())
+}

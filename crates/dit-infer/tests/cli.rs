@@ -231,10 +231,13 @@ fn bad_input_is_a_clear_error() {
     std::fs::remove_dir_all(run).ok();
 }
 
+/// Damages a run folder.
+type Breaker = fn(&Path);
+
 #[test]
 fn broken_checkpoints_are_a_clear_error() {
     let prompt = ["--prompt", "a red circle moving up", "--steps", "2"];
-    let cases: [(&str, fn(&Path), &str); 5] = [
+    let cases: [(&str, Breaker, &str); 5] = [
         (
             "missing-file",
             |d| std::fs::remove_file(d.join(DIT_FILE)).unwrap(),

@@ -332,16 +332,29 @@ pub fn from_toml<T: serde::Serialize + serde::de::DeserializeOwned>(
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         ConfigError::new("(file)", format!("is not valid TOML: {}", e.message()))
     })?;
-    let value = toml::Value::Table(table);
-    let parsed: T = value.clone().try_into().map_err(|e: toml::de::Error| {
+    let parsed: T = toml::from_str(text).map_err(|e| {
         let message = e.message().to_string();
-        // serde names the field in its message ("missing field `heads`").
-        let field = message.split('`').nth(1).unwrap_or("(file)").to_string();
+        // serde names a missing field in its message ("missing field `heads`"); for a
+        // bad value, the key is on the line the error points at.
+        let field = match (message.strip_prefix("missing field `"), e.span()) {
+            (Some(rest), _) => rest.split('`').next().unwrap_or("(file)").to_string(),
+            (None, Some(span)) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                let key = text
+                    .lines()
+                    .nth(line - 1)
+                    .and_then(|l| l.split('=').next())
+                    .unwrap_or("")
+                    .trim();
+                format!("{key} (line {line})")
+            }
+            (None, None) => "(file)".to_string(),
+        };
         ConfigError::new(field, format!("cannot be read: {message}"))
     })?;
     let known =
         toml::Value::try_from(&parsed).map_err(|e| ConfigError::new("(file)", e.to_string()))?;
-    if let Some(path) = unknown_key(&value, &known, "") {
+    if let Some(path) = unknown_key(&toml::Value::Table(table), &known, "") {
         return Err(ConfigError::new(path, "is not a known setting (a typo?)"));
     }
     Ok(parsed)
@@ -421,7 +434,10 @@ heads = 4
                 .contains("invalid type")
         );
         let negative = TINY.replace("depth = 4", "depth = -4");
-        assert!(from_toml::<DitConfig>(&negative).is_err());
+        assert_eq!(
+            from_toml::<DitConfig>(&negative).unwrap_err().field,
+            "depth (line 8)"
+        );
         assert_eq!(
             from_toml::<DitConfig>("hidden = [").unwrap_err().field,
             "(file)"

@@ -1,0 +1,203 @@
+//! The `dit-train` command: killed at random moments and resumed, it ends
+//! with the same weights as an uninterrupted run; bad configs are one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use dit_infer::run::load_module;
+use dit_model::weights::named_parameters;
+
+fn micro() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/micro.toml")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dit-train-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn dit_train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dit-train"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A micro config with more DiT steps and frequent checkpoints.
+fn long_micro(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(micro()).unwrap();
+    let text = text
+        .replacen(
+            "[dit_training]\nsteps = 6\n",
+            "[dit_training]\nsteps = 200\n",
+            1,
+        )
+        .replacen("checkpoint_every = 3\n", "checkpoint_every = 2\n", 1);
+    let path = dir.join("long.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn killed_training_resumes_to_the_same_weights() {
+    let dir = temp_dir("kill");
+    let config = long_micro(&dir);
+    let straight = dir.join("straight");
+    let killed = dir.join("killed");
+    for run in [&straight, &killed] {
+        let o = dit_train(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "autoencoder",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Same autoencoder in both runs, so that only the DiT stage is compared.
+    std::fs::copy(
+        straight.join("autoencoder.bpk"),
+        killed.join("autoencoder.bpk"),
+    )
+    .unwrap();
+    std::fs::copy(
+        straight.join("autoencoder.json"),
+        killed.join("autoencoder.json"),
+    )
+    .unwrap();
+    let o = dit_train(&["--resume", straight.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // SIGKILL at pseudo-random moments, resuming each time.
+    let mut kills = 0;
+    for delay_ms in [40u64, 170, 90, 260, 130, 60, 210] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dit-train"))
+            .args(["--resume", killed.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        child.wait().unwrap();
+    }
+    let o = dit_train(&["--resume", killed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(kills >= 3, "only {kills} runs were killed before finishing");
+    // Parameter values (burnpack files also hold parameter ids, which are random per process).
+    let spec = dit_infer::run::read_spec(&straight).unwrap();
+    let device = burn::tensor::Device::default();
+    let load = |path: PathBuf| {
+        let dit = spec.model.dit.init(&device).unwrap();
+        named_parameters(&load_module(dit, &path).unwrap())
+    };
+    for file in ["dit_ema.bpk", "train/step-0000200/dit.bpk"] {
+        assert_eq!(
+            load(straight.join(file)),
+            load(killed.join(file)),
+            "{file} differs"
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+fn expect_error(args: &[&str], needle: &str) {
+    let o = dit_train(args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
+}
+
+#[test]
+fn bad_configs_are_one_line_errors() {
+    let dir = temp_dir("configs");
+    let good = std::fs::read_to_string(micro()).unwrap();
+    let cases = [
+        ("invalid", "seed = [".to_string(), "is not valid TOML"),
+        (
+            "wrong-type",
+            good.replacen("hidden = 32", "hidden = \"wide\"", 1),
+            "invalid type",
+        ),
+        (
+            "missing",
+            good.replacen("hidden = 32\n", "", 1),
+            "missing field `hidden`",
+        ),
+        (
+            "zero",
+            good.replacen("hidden = 32", "hidden = 0", 1),
+            "model.dit.hidden",
+        ),
+        (
+            "negative",
+            good.replacen(
+                "depth = 1\nheads = 2\nmlp_ratio",
+                "depth = -1\nheads = 2\nmlp_ratio",
+                1,
+            ),
+            "depth",
+        ),
+        (
+            "heads",
+            good.replacen("heads = 2\nmlp_ratio", "heads = 3\nmlp_ratio", 1),
+            "must divide hidden",
+        ),
+        (
+            "patch",
+            good.replacen("patch_size = 2", "patch_size = 3", 1),
+            "must divide latent_size",
+        ),
+        (
+            "patch-frames",
+            good.replacen("patch_frames = 1", "patch_frames = 3", 1),
+            "must divide latent_frames",
+        ),
+        (
+            "unknown",
+            good.replacen("seed = 0", "seed = 0\nlearning_rat = 1", 1),
+            "learning_rat",
+        ),
+        (
+            "latent",
+            good.replacen("latent_size = 8", "latent_size = 16", 1),
+            "dit.latent_size",
+        ),
+        (
+            "folder",
+            good.replacen(
+                "[data.shapes]",
+                "[data]\nfolder = \"/nonexistent/clips\"\n\n[data.shapes]",
+                1,
+            ),
+            "captions",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        expect_error(
+            &[
+                "--config",
+                path.to_str().unwrap(),
+                "--out",
+                dir.join(name).to_str().unwrap(),
+                "autoencoder",
+            ],
+            needle,
+        );
+    }
+    expect_error(&["--config", "/nonexistent/config.toml"], "cannot be read");
+    expect_error(&["--resume", dir.to_str().unwrap()], "is not a run folder");
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -105,6 +105,37 @@ impl Batcher<VideoItem, VideoBatch> for VideoBatcher {
     }
 }
 
+/// A batch of videos `[batch, 3, frames, height, width]` (values about `[-1, 1]`) as 8-bit clips.
+pub fn video_to_clips(video: Tensor<5>) -> Vec<Clip> {
+    let [_, _, frames, height, width] = video.dims();
+    let values: Vec<f32> = video
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec()
+        .expect("a float tensor converts to f32");
+    values
+        .chunks(3 * frames * height * width)
+        .map(|v| tensor_to_clip(v, frames, height, width))
+        .collect()
+}
+
+/// Peak signal-to-noise ratio (dB) between two lists of 8-bit clips: 10·log10(255² / MSE).
+pub fn psnr(a: &[Clip], b: &[Clip]) -> f64 {
+    let (mut sum, mut count) = (0.0f64, 0usize);
+    for (x, y) in a.iter().zip(b) {
+        for (p, q) in x.pixels.iter().zip(&y.pixels) {
+            sum += (*p as f64 - *q as f64).powi(2);
+            count += 1;
+        }
+    }
+    let mse = sum / count.max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
 /// A clip's pixels as `[3, frames, height, width]` values in `[-1, 1]` (`v / 127.5 - 1`).
 pub fn clip_to_tensor_data(clip: &Clip) -> Vec<f32> {
     let plane = clip.frames * clip.height * clip.width;

@@ -16,7 +16,9 @@ pub mod moving_shapes;
 pub mod render;
 pub mod shapes;
 
-pub use batcher::{VideoBatch, VideoBatcher, clip_to_tensor_data, tensor_to_clip};
+pub use batcher::{
+    VideoBatch, VideoBatcher, clip_to_tensor_data, psnr, tensor_to_clip, video_to_clips,
+};
 pub use error::DataError;
 pub use folder::ClipFolder;
 pub use judge::{JudgeMatch, Judgement, judge_clip};

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use dit_data::moving_shapes::splitmix64;
 use dit_data::{
     CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
-    judge_clip, tensor_to_clip,
+    judge_clip, psnr, video_to_clips,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -125,33 +125,23 @@ pub fn autoencoder_psnr(model: &TrainedModel, device: &Device) -> f64 {
     let shapes = MovingShapesConfig::new()
         .with_frames(model.spec.frames)
         .with_size(model.spec.size);
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    for chunk in Composition::all().chunks(24) {
-        let clips: Vec<Clip> = chunk
-            .iter()
-            .map(|&c| MovingShapes::clip_for(&shapes, c, 7, 0, CaptionMode::Canonical).clip)
-            .collect();
-        let (f, s) = (model.spec.frames, model.spec.size);
-        let values: Vec<f32> = clips.iter().flat_map(clip_to_tensor_data).collect();
+    let clips: Vec<Clip> = Composition::all()
+        .into_iter()
+        .map(|c| MovingShapes::clip_for(&shapes, c, 7, 0, CaptionMode::Canonical).clip)
+        .collect();
+    let mut decoded = Vec::with_capacity(clips.len());
+    let (f, s) = (model.spec.frames, model.spec.size);
+    for chunk in clips.chunks(24) {
+        let values: Vec<f32> = chunk.iter().flat_map(clip_to_tensor_data).collect();
         let video =
-            Tensor::<5>::from_data(TensorData::new(values, [clips.len(), 3, f, s, s]), device);
-        let out = model
-            .autoencoder
-            .decode(model.autoencoder.encode(video).mean);
-        let values: Vec<f32> = out
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .expect("f32 video");
-        for (clip, v) in clips.iter().zip(values.chunks(3 * f * s * s)) {
-            let back = tensor_to_clip(v, f, s, s);
-            for (a, b) in clip.pixels.iter().zip(&back.pixels) {
-                sum += (*a as f64 - *b as f64).powi(2);
-                count += 1;
-            }
-        }
+            Tensor::<5>::from_data(TensorData::new(values, [chunk.len(), 3, f, s, s]), device);
+        decoded.extend(video_to_clips(
+            model
+                .autoencoder
+                .decode(model.autoencoder.encode(video).mean),
+        ));
     }
-    10.0 * (255.0f64.powi(2) / (sum / count as f64)).log10()
+    psnr(&clips, &decoded)
 }
 
 /// Generates and judges clips for all 72 compositions, with the canonical

@@ -3,7 +3,7 @@
 //! 8-bit frames.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dit_data::{Clip, tensor_to_clip};
+use dit_data::{Clip, video_to_clips};
 use dit_model::noise::gaussian;
 use dit_model::tokenizer::TokenizeError;
 use rand::SeedableRng;
@@ -179,15 +179,5 @@ pub fn generate(
         on_step,
     );
     let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]
-    let [_, _, frames, height, width] = video.dims();
-    let values: Vec<f32> = video
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec()
-        .expect("decoded video is f32");
-    let per_clip = 3 * frames * height * width;
-    Ok(values
-        .chunks(per_clip)
-        .map(|v| tensor_to_clip(v, frames, height, width))
-        .collect())
+    Ok(video_to_clips(video))
 }

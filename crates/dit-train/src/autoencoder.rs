@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
 use dit_data::moving_shapes::splitmix64;
-use dit_data::{Clip, VideoBatcher, tensor_to_clip};
+use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
 use dit_infer::run::{AUTOENCODER_FILE, load_module, save_module, write_atomic};
 use dit_model::VideoAutoencoder;
 use serde::{Deserialize, Serialize};
@@ -49,23 +49,6 @@ fn videos(
     Ok(batcher.try_batch(items, device)?.videos)
 }
 
-/// PSNR (dB) between 8-bit clips: 10·log10(255² / MSE).
-pub fn psnr(a: &[dit_data::Clip], b: &[dit_data::Clip]) -> f64 {
-    let (mut sum, mut count) = (0.0f64, 0usize);
-    for (x, y) in a.iter().zip(b) {
-        for (p, q) in x.pixels.iter().zip(&y.pixels) {
-            sum += (*p as f64 - *q as f64).powi(2);
-            count += 1;
-        }
-    }
-    let mse = sum / count.max(1) as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
-}
-
 /// Reconstruction PSNR and latent scale of `ae` on `items`.
 pub fn evaluate(
     ae: &VideoAutoencoder,
@@ -89,18 +72,7 @@ pub fn evaluate(
             sum_sq += (v as f64).powi(2);
             count += 1;
         }
-        let out = ae.decode(latent);
-        let [_, _, f, h, w] = out.dims();
-        let values: Vec<f32> = out
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .expect("f32 video");
-        decoded.extend(
-            values
-                .chunks(3 * f * h * w)
-                .map(|v| tensor_to_clip(v, f, h, w)),
-        );
+        decoded.extend(video_to_clips(ae.decode(latent)));
         originals.extend(chunk.iter().map(|i| i.clip.clone()));
     }
     let mean = sum / count as f64;
@@ -219,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn psnr_closed_form() {
+    fn psnr_of_clips_closed_form() {
         let mut a = dit_data::Clip::black(1, 1, 2);
         let b = a.clone();
         assert_eq!(

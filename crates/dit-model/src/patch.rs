@@ -17,8 +17,9 @@ pub fn patchify(x: Tensor<5>, patch: [usize; 3]) -> Tensor<3> {
     let [b, c, f, h, w] = x.dims();
     let [pt, ph, pw] = patch;
     let (gf, gh, gw) = (f / pt, h / ph, w / pw);
-    x.reshape([b * c, gf, pt, gh, ph, gw, pw])
-        .permute([0, 1, 3, 5, 2, 4, 6]) // [b·c, gf, gh, gw, pt, ph, pw]
+    // At most 6 dimensions, the limit of some backends (ndarray).
+    x.reshape([b * c * gf, pt, gh, ph, gw, pw])
+        .permute([0, 2, 4, 1, 3, 5]) // [b·c·gf, gh, gw, pt, ph, pw]
         .reshape([b, c, gf * gh * gw, pt * ph * pw])
         .swap_dims(1, 2) // [b, tokens, c, pt·ph·pw]
         .reshape([b, gf * gh * gw, c * pt * ph * pw])
@@ -40,8 +41,8 @@ pub fn unpatchify(
     tokens
         .reshape([b, n, channels, pt * ph * pw])
         .swap_dims(1, 2) // [b, c, tokens, pt·ph·pw]
-        .reshape([b * channels, gf, gh, gw, pt, ph, pw])
-        .permute([0, 1, 4, 2, 5, 3, 6]) // [b·c, gf, pt, gh, ph, gw, pw]
+        .reshape([b * channels * gf, gh, gw, pt, ph, pw])
+        .permute([0, 3, 1, 4, 2, 5]) // [b·c·gf, pt, gh, ph, gw, pw]
         .reshape([b, channels, gf * pt, gh * ph, gw * pw])
 }
 

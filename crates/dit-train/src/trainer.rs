@@ -25,7 +25,7 @@ use dit_infer::run::{
 };
 use dit_infer::sampler::SamplerKind;
 use dit_model::noise::gaussian;
-use dit_model::{Dit, NoiseSchedule, Tokenizer, VideoAutoencoder};
+use dit_model::{Dit, NoiseSchedule, VideoAutoencoder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -520,11 +520,6 @@ pub fn train(
         final_loss,
         seconds: ckpt.state.seconds,
     })
-}
-
-/// The tokenizer a run was trained with.
-pub fn tokenizer_of(source: &ClipSource) -> Tokenizer {
-    source.tokenizer()
 }
 
 #[cfg(test)]

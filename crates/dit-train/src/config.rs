@@ -87,10 +87,6 @@ pub struct ExperimentConfig {
     pub guidance: f64,
 }
 
-fn positive(field: &str, value: usize) -> Result<(), ConfigError> {
-    require_positive(field, value)
-}
-
 fn in_range(field: &str, value: f64, low: f64, high: f64) -> Result<(), ConfigError> {
     if !(value.is_finite() && value >= low && value <= high) {
         return Err(ConfigError::new(
@@ -138,9 +134,9 @@ impl ExperimentConfig {
             .map_err(|e| e.within("diffusion"))?;
 
         let ae = &self.autoencoder_training;
-        positive("autoencoder_training.batch_size", ae.batch_size)?;
-        positive("autoencoder_training.eval_clips", ae.eval_clips)?;
-        positive("autoencoder_training.log_every", ae.log_every)?;
+        require_positive("autoencoder_training.batch_size", ae.batch_size)?;
+        require_positive("autoencoder_training.eval_clips", ae.eval_clips)?;
+        require_positive("autoencoder_training.log_every", ae.log_every)?;
         in_range(
             "autoencoder_training.learning_rate",
             ae.learning_rate,
@@ -150,10 +146,10 @@ impl ExperimentConfig {
         in_range("autoencoder_training.kl_weight", ae.kl_weight, 0.0, 1e3)?;
 
         let d = &self.dit_training;
-        positive("dit_training.batch_size", d.batch_size)?;
-        positive("dit_training.train_clips", d.train_clips)?;
-        positive("dit_training.checkpoint_every", d.checkpoint_every)?;
-        positive("dit_training.log_every", d.log_every)?;
+        require_positive("dit_training.batch_size", d.batch_size)?;
+        require_positive("dit_training.train_clips", d.train_clips)?;
+        require_positive("dit_training.checkpoint_every", d.checkpoint_every)?;
+        require_positive("dit_training.log_every", d.log_every)?;
         in_range("dit_training.learning_rate", d.learning_rate, 1e-8, 1.0)?;
         in_range("dit_training.weight_decay", d.weight_decay, 0.0, 1.0)?;
         in_range("dit_training.grad_clip", d.grad_clip, 0.0, 1e6)?;

@@ -25,7 +25,7 @@ use dit_infer::run::{
 };
 use dit_infer::sampler::SamplerKind;
 use dit_model::noise::gaussian;
-use dit_model::{Dit, NoiseSchedule, VideoAutoencoder};
+use dit_model::{Dit, DitConfig, NoiseSchedule, VideoAutoencoder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -290,11 +290,12 @@ pub fn save_checkpoint(run_dir: &Path, ckpt: &Checkpoint) -> Result<PathBuf> {
     Ok(done)
 }
 
-/// Loads the newest complete checkpoint of a run folder, if any.
+/// Loads the newest complete checkpoint of a run folder, if any; `dit_config`
+/// is the run's DiT config with its vocabulary size resolved.
 pub fn load_checkpoint(
     run_dir: &Path,
     config: &ExperimentConfig,
-    vocab_size: usize,
+    dit_config: &DitConfig,
     train_device: &Device,
 ) -> Result<Option<Checkpoint>> {
     let train_dir = run_dir.join(TRAIN_DIR);
@@ -315,8 +316,6 @@ pub fn load_checkpoint(
             config.seed
         );
     }
-    let mut dit_config = config.model.dit.clone();
-    dit_config.text.vocab_size = vocab_size;
     let dit = load_module(dit_config.init(train_device)?, &latest.join("dit.bpk"))?;
     let ema = load_module(
         dit_config.init(&train_device.clone().inner())?,
@@ -402,7 +401,7 @@ pub fn train(
     );
 
     let loaded = if resume {
-        load_checkpoint(run_dir, config, tokenizer.num_ids(), &train_device)?
+        load_checkpoint(run_dir, config, &spec.model.dit, &train_device)?
     } else {
         None
     };

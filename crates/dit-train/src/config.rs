@@ -103,10 +103,15 @@ impl ExperimentConfig {
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new("(file)", format!("{} cannot be read: {e}", path.display()))
         })?;
-        let config: Self = from_toml(&text).map_err(|e| ConfigError {
+        Self::parse(&text).map_err(|e| ConfigError {
             reason: format!("{} (in {})", e.reason, path.display()),
             ..e
-        })?;
+        })
+    }
+
+    /// Parses and validates the text of a config file.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = from_toml(text)?;
         config.validate()?;
         Ok(config)
     }

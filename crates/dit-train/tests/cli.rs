@@ -201,3 +201,152 @@ fn bad_configs_are_one_line_errors() {
     expect_error(&["--resume", dir.to_str().unwrap()], "is not a run folder");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Writes a 32×32 animated GIF of `frames` frames (a grey square moving right).
+fn write_gif(path: &Path, frames: usize) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let mut encoder = gif::Encoder::new(&mut file, 32, 32, &[]).unwrap();
+    for f in 0..frames {
+        let mut rgba: Vec<u8> = (0..32 * 32)
+            .flat_map(|i| {
+                let (x, y) = (i % 32, i / 32);
+                let inside = (8..20).contains(&y) && (2 * f + 4..2 * f + 16).contains(&x);
+                if inside {
+                    [200, 200, 200, 255]
+                } else {
+                    [0, 0, 0, 255]
+                }
+            })
+            .collect();
+        encoder
+            .write_frame(&gif::Frame::from_rgba_speed(32, 32, &mut rgba, 10))
+            .unwrap();
+    }
+}
+
+#[test]
+fn bad_data_folders_are_one_line_errors() {
+    let dir = temp_dir("folders");
+    let good = std::fs::read_to_string(micro()).unwrap();
+    let line = |video: &str| {
+        format!("{{\"video\": \"{video}\", \"caption\": \"a grey box moving right\"}}\n")
+    };
+    // (case, captions.jsonl, files to write: (name, frames or None for junk bytes), expected text)
+    type Files = &'static [(&'static str, Option<usize>)];
+    let cases: [(&str, String, Files, &str); 5] = [
+        (
+            "malformed",
+            "{\"video\": \"a.gif\", \"caption\"\n".into(),
+            &[],
+            "malformed JSON line",
+        ),
+        ("missing-video", line("nowhere.gif"), &[], "does not exist"),
+        (
+            "not-gif",
+            line("a.gif"),
+            &[("a.gif", None)],
+            "is not a GIF file",
+        ),
+        (
+            "few-frames",
+            line("a.gif"),
+            &[("a.gif", Some(2))],
+            "has 2 frames, the clips need at least 4",
+        ),
+        ("empty", String::new(), &[], "lists no clips"),
+    ];
+    for (name, captions, files, needle) in cases {
+        let folder = dir.join(name).join("clips");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("captions.jsonl"), captions).unwrap();
+        for (file, frames) in files {
+            match frames {
+                Some(n) => write_gif(&folder.join(file), *n),
+                None => std::fs::write(folder.join(file), b"not a picture at all").unwrap(),
+            }
+        }
+        let config = dir.join(name).join("config.toml");
+        let text = good.replacen(
+            "[data.shapes]",
+            &format!(
+                "[data]\nfolder = {:?}\n\n[data.shapes]",
+                folder.display().to_string()
+            ),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        let out = dir.join(name).join("run");
+        expect_error(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "autoencoder",
+            ],
+            needle,
+        );
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
+
+/// Sets every float parameter to NaN.
+struct Poison;
+
+impl burn::module::ModuleMapper for Poison {
+    fn map_float<const D: usize>(
+        &mut self,
+        param: burn::module::Param<burn::tensor::Tensor<D>>,
+    ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+        param.map(|t| t.mul_scalar(f32::NAN))
+    }
+}
+
+#[test]
+fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let dir = temp_dir("nan");
+    let run = dir.join("run");
+    let text = std::fs::read_to_string(micro()).unwrap().replacen(
+        "[dit_training]\nsteps = 6\n",
+        "[dit_training]\nsteps = 3\n",
+        1,
+    );
+    let config = dir.join("micro.toml");
+    std::fs::write(&config, text).unwrap();
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A poisoned autoencoder makes every latent, and so the loss of step 4, NaN.
+    let spec = dit_infer::run::read_spec(&run).unwrap();
+    let device = burn::tensor::Device::default();
+    let ae = spec.model.autoencoder.init(&device).unwrap();
+    let ae = load_module(ae, &run.join("autoencoder.bpk")).unwrap();
+    use burn::module::Module;
+    dit_infer::run::save_module(&ae.map(&mut Poison), &run.join("autoencoder.bpk")).unwrap();
+
+    let o = dit_train(&["--resume", run.to_str().unwrap(), "--steps", "6"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("the loss became NaN at step 4") && stderr.contains("last good checkpoint"),
+        "{stderr}"
+    );
+    // The step-3 checkpoint is still the newest, complete and loadable.
+    let latest = std::fs::read_to_string(run.join("train/latest")).unwrap();
+    assert_eq!(latest.trim(), "step-0000003");
+    let dit = spec.model.dit.init(&device).unwrap();
+    let loaded = load_module(dit, &run.join("train/step-0000003/dit.bpk")).unwrap();
+    assert!(
+        named_parameters(&loaded)
+            .iter()
+            .all(|(_, values)| values.iter().all(|v| v.is_finite()))
+    );
+    assert!(!run.join("train/step-0000004").exists());
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -8,7 +8,7 @@ use crate::block::DitBlock;
 use crate::config::{ConfigError, DitConfig};
 use crate::final_layer::FinalLayer;
 use crate::patch::{PatchEmbed, unpatchify};
-use crate::pos_embed::position_embedding;
+use crate::pos_embed::PositionTable;
 use crate::text::{TextEncoder, TextFeatures};
 use crate::timestep::TimestepEmbedder;
 
@@ -35,6 +35,7 @@ impl DitConfig {
                 })
                 .collect(),
             final_layer: FinalLayer::new(self.hidden, self.patch_dim(), device),
+            positions: PositionTable::new(self.hidden, self.grid()),
             grid: self.grid(),
             hidden: self.hidden,
             latent_channels: self.latent_channels,
@@ -55,6 +56,9 @@ pub struct Dit {
     pub blocks: Vec<DitBlock>,
     /// adaLN + Linear to patch values.
     pub final_layer: FinalLayer,
+    /// Fixed 3D sin-cos position embedding of the patch grid.
+    #[module(skip)]
+    pub positions: PositionTable,
     /// Patch grid `[frames, rows, columns]`.
     pub grid: [usize; 3],
     /// Token width.
@@ -82,7 +86,7 @@ impl Dit {
     pub fn forward(&self, latent: Tensor<5>, t: Tensor<1>, text: &TextFeatures) -> Tensor<5> {
         let device = latent.device();
         let patch = self.x_embedder.patch;
-        let pos = position_embedding(self.hidden, self.grid, &device); // [tokens, hidden]
+        let pos = self.positions.tensor(&device); // [tokens, hidden]
         let mut x = self.x_embedder.forward(latent) + pos.unsqueeze_dim(0); // [batch, tokens, hidden]
         let c = self.t_embedder.forward(t) + text.pooled.clone(); // [batch, hidden]
         for block in &self.blocks {

@@ -5,6 +5,8 @@
 //! Each axis uses the 1D embedding `[sin(p·ω_i), cos(p·ω_i)]`,
 //! `ω_i = 10000^(-i/(d/2))`, `i = 0..d/2`.
 
+use std::sync::Arc;
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 /// 1D sin-cos embedding of `positions`, `dim` channels each (`dim` even).
@@ -56,13 +58,40 @@ pub fn sincos_3d(hidden: usize, grid: [usize; 3]) -> Vec<f32> {
     out
 }
 
-/// The 3D embedding as a tensor `[tokens, hidden]`.
-pub fn position_embedding(hidden: usize, grid: [usize; 3], device: &Device) -> Tensor<2> {
-    let tokens = grid.iter().product::<usize>();
-    Tensor::from_data(
-        TensorData::new(sincos_3d(hidden, grid), [tokens, hidden]),
-        device,
-    )
+/// The 3D embedding of a token grid, computed once (the sines and cosines cost
+/// as much as a tenth of a small sampling step if recomputed every forward pass).
+///
+/// Cheap to clone; not a parameter, so it is not saved in checkpoints.
+#[derive(Clone)]
+pub struct PositionTable {
+    values: Arc<[f32]>,
+    tokens: usize,
+    hidden: usize,
+}
+
+impl PositionTable {
+    /// The table of a `[frames, rows, columns]` grid of `hidden`-wide tokens.
+    pub fn new(hidden: usize, grid: [usize; 3]) -> Self {
+        Self {
+            values: sincos_3d(hidden, grid).into(),
+            tokens: grid.iter().product(),
+            hidden,
+        }
+    }
+
+    /// The table as a tensor `[tokens, hidden]`.
+    pub fn tensor(&self, device: &Device) -> Tensor<2> {
+        Tensor::from_data(
+            TensorData::new(self.values.to_vec(), [self.tokens, self.hidden]),
+            device,
+        )
+    }
+}
+
+impl std::fmt::Debug for PositionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PositionTable([{}, {}])", self.tokens, self.hidden)
+    }
 }
 
 #[cfg(test)]

@@ -25,8 +25,11 @@ pub struct AutoencoderReport {
     pub psnr: f64,
     /// 1 / standard deviation of the latents of the evaluation clips.
     pub latent_scale: f64,
-    /// Optimiser steps taken.
+    /// Optimiser steps of stage 1.
     pub steps: usize,
+    /// Optimiser steps of decoder fine-tuning after stage 1 (encoder frozen).
+    #[serde(default)]
+    pub decoder_steps: usize,
     /// Training seconds.
     pub seconds: f64,
 }
@@ -87,22 +90,111 @@ pub fn train(
     run_dir: &Path,
     device: &Device,
 ) -> Result<AutoencoderReport> {
-    let settings = &config.autoencoder_training;
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
+    let ae = config.model.autoencoder.init(&train_device)?;
+    let settings = &config.autoencoder_training;
+    let schedule = Schedule {
+        first_step: 0,
+        steps: settings.steps,
+        learning_rate: settings.learning_rate,
+        log_name: "autoencoder_loss",
+    };
+    let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
-    let mut ae = config.model.autoencoder.init(&train_device)?;
-    let mut optim = AdamConfig::new().init();
-    let log = LossLog::open(&run_dir.join("autoencoder_loss.csv"), 0)?;
-    let progress = Progress::new("autoencoder", 0, settings.steps);
-    let eval_items = source.eval_items(settings.eval_clips);
+    let (psnr, latent_scale) = evaluate(
+        &ae,
+        &batcher,
+        &source.eval_items(settings.eval_clips),
+        device,
+    )?;
+    let report = AutoencoderReport {
+        psnr,
+        latent_scale,
+        steps: settings.steps,
+        seconds,
+        decoder_steps: 0,
+    };
+    save(&ae, &report, run_dir)?;
+    Ok(report)
+}
 
-    for step in 0..settings.steps {
+/// Fine-tunes the decoder of the run's autoencoder for `steps` more steps with the
+/// encoder frozen, and saves the result over `autoencoder.bpk`.
+///
+/// The encoder, and so the latent space and its scale, stay exactly as they were: a DiT
+/// already trained on this autoencoder's latents stays valid, and decodes more sharply.
+pub fn finetune_decoder(
+    config: &ExperimentConfig,
+    source: &ClipSource,
+    run_dir: &Path,
+    device: &Device,
+    steps: usize,
+    learning_rate: f64,
+) -> Result<AutoencoderReport> {
+    if steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 1.0) {
+        bail!("--learning-rate must be in (0, 1], got {learning_rate}");
+    }
+    let train_device = device.clone().autodiff();
+    let (mut ae, before) = load(config, run_dir, &train_device)?;
+    ae.encoder = ae.encoder.no_grad();
+    let schedule = Schedule {
+        // Continue the frame sequence past the frames stage 1 saw.
+        first_step: before.steps + before.decoder_steps,
+        steps,
+        learning_rate,
+        log_name: "decoder_loss",
+    };
+    let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
+    let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
+    let eval = source.eval_items(config.autoencoder_training.eval_clips);
+    let (psnr, _) = evaluate(&ae, &batcher, &eval, device)?;
+    let report = AutoencoderReport {
+        psnr,
+        seconds: before.seconds + seconds,
+        decoder_steps: before.decoder_steps + steps,
+        ..before
+    };
+    save(&ae, &report, run_dir)?;
+    Ok(report)
+}
+
+/// Steps and learning rate of one [`fit`].
+struct Schedule {
+    /// Index of the first step (selects the training frames).
+    first_step: usize,
+    /// Optimiser steps to take.
+    steps: usize,
+    /// Peak learning rate of the cosine decay.
+    learning_rate: f64,
+    /// Name of the loss CSV and PNG in the run folder.
+    log_name: &'static str,
+}
+
+/// Minimises reconstruction MSE (plus KL) over the parameters of `ae` that require
+/// gradients; returns the trained autoencoder and the seconds it took.
+fn fit(
+    config: &ExperimentConfig,
+    source: &ClipSource,
+    mut ae: VideoAutoencoder,
+    schedule: &Schedule,
+    run_dir: &Path,
+    train_device: &Device,
+) -> Result<(VideoAutoencoder, f64)> {
+    let settings = &config.autoencoder_training;
+    let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
+    let mut optim = AdamConfig::new().init();
+    let log = LossLog::open(&run_dir.join(format!("{}.csv", schedule.log_name)), 0)?;
+    let progress = Progress::new("autoencoder", 0, schedule.steps);
+    for step in 0..schedule.steps {
         // One random frame from each of `batch_size` clips: the autoencoder codes
         // frames independently, and frames of one clip are nearly the same image.
         let items = (0..settings.batch_size)
             .map(|j| {
-                let index = step * settings.batch_size + j;
+                let index = (schedule.first_step + step) * settings.batch_size + j;
                 let mut item = source.train_item(index, config.seed);
                 let frame =
                     (splitmix64(config.seed ^ index as u64) % item.clip.frames as u64) as usize;
@@ -114,53 +206,57 @@ pub fn train(
                 item
             })
             .collect();
-        let video = videos(&batcher, items, &train_device)?; // [batch, 3, 1, H, W]
+        let video = videos(&batcher, items, train_device)?; // [batch, 3, 1, H, W]
         let moments = ae.encode(video.clone());
         let recon = ae.decode(moments.sample());
         let mse = (recon - video).powi_scalar(2).mean();
         let loss = mse.clone() + moments.kl() * settings.kl_weight;
-        let lr = cosine_lr(settings.learning_rate, step, settings.steps);
+        let lr = cosine_lr(schedule.learning_rate, step, schedule.steps);
         let grads = GradientsParams::from_grads(loss.backward(), &ae);
         ae = optim.step(lr, ae, grads);
         let done = step + 1;
-        if done % settings.log_every == 0 || done == settings.steps {
+        if done % settings.log_every == 0 || done == schedule.steps {
             let value: f64 = mse.into_scalar::<f32>() as f64;
             if !value.is_finite() {
-                bail!(
-                    "autoencoder loss became {value} at step {done}; lower autoencoder_training.learning_rate"
-                );
+                bail!("autoencoder loss became {value} at step {done}; lower the learning rate");
             }
             log.append(done, value, lr, progress.elapsed())?;
             progress.update(done, &format!("mse {value:.5}"), true);
         }
     }
     progress.finish();
-
-    let ae = ae.valid();
-    let (psnr, latent_scale) = evaluate(&ae, &batcher, &eval_items, device)?;
-    let report = AutoencoderReport {
-        psnr,
-        latent_scale,
-        steps: settings.steps,
-        seconds: progress.elapsed(),
-    };
-    save_module(&ae, &run_dir.join(AUTOENCODER_FILE))?;
-    write_atomic(
-        &run_dir.join(REPORT_FILE),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
     let (w, h) = (640, 320);
     dit_infer::output::write_png(
-        &run_dir.join("autoencoder_loss.png"),
+        &run_dir.join(format!("{}.png", schedule.log_name)),
         w,
         h,
         &plot_loss(&log.points(), w, h),
     )?;
-    Ok(report)
+    Ok((ae.valid(), progress.elapsed()))
+}
+
+/// Writes `autoencoder.bpk` and `autoencoder.json` (each atomically).
+fn save(ae: &VideoAutoencoder, report: &AutoencoderReport, run_dir: &Path) -> Result<()> {
+    save_module(ae, &run_dir.join(AUTOENCODER_FILE))?;
+    write_atomic(
+        &run_dir.join(REPORT_FILE),
+        serde_json::to_string_pretty(report)?.as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// Loads the frozen autoencoder and its report from a run folder.
 pub fn load_frozen(
+    config: &ExperimentConfig,
+    run_dir: &Path,
+    device: &Device,
+) -> Result<(VideoAutoencoder, AutoencoderReport)> {
+    let (ae, report) = load(config, run_dir, device)?;
+    Ok((ae.no_grad(), report))
+}
+
+/// Loads the autoencoder and its report from a run folder.
+fn load(
     config: &ExperimentConfig,
     run_dir: &Path,
     device: &Device,
@@ -175,7 +271,7 @@ pub fn load_frozen(
     let report: AutoencoderReport = serde_json::from_str(&text)
         .with_context(|| format!("{} is corrupt", report_path.display()))?;
     let ae = config.model.autoencoder.init(device)?;
-    let ae = load_module(ae, &run_dir.join(AUTOENCODER_FILE))?.no_grad();
+    let ae = load_module(ae, &run_dir.join(AUTOENCODER_FILE))?;
     Ok((ae, report))
 }
 

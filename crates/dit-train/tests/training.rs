@@ -185,3 +185,48 @@ fn resumed_training_ends_with_the_same_weights() {
     std::fs::remove_dir_all(straight).ok();
     std::fs::remove_dir_all(interrupted).ok();
 }
+
+#[test]
+fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
+    let mut config = micro();
+    config.autoencoder_training.steps = 20;
+    config.autoencoder_training.eval_clips = 8;
+    let source = ClipSource::open(&config).unwrap();
+    let device = Device::default();
+    let dir = temp_dir("decoder");
+    let before = autoencoder::train(&config, &source, &dir, &device).unwrap();
+    let load = || {
+        let ae = config.model.autoencoder.init(&device).unwrap();
+        load_module(ae, &dir.join(AUTOENCODER_FILE)).unwrap()
+    };
+    // Read the values now: weights load lazily from the file, which is about to be replaced.
+    let old = load();
+    let (old_encoder, old_decoder) = (
+        named_parameters(&old.encoder),
+        named_parameters(&old.decoder),
+    );
+
+    let after = autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3).unwrap();
+    let new = load();
+    assert!(
+        old_encoder == named_parameters(&new.encoder),
+        "the encoder changed"
+    );
+    assert!(
+        old_decoder != named_parameters(&new.decoder),
+        "the decoder did not change"
+    );
+    assert_eq!(after.latent_scale, before.latent_scale);
+    assert_eq!((after.steps, after.decoder_steps), (20, 40));
+    assert!(
+        after.psnr > before.psnr,
+        "PSNR {:.2} → {:.2} dB",
+        before.psnr,
+        after.psnr
+    );
+    // The report on disk is the new one.
+    let on_disk: autoencoder::AutoencoderReport =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap()).unwrap();
+    assert_eq!(on_disk, after);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -12,6 +12,9 @@ for f in config.toml model.json vocab.json autoencoder.bpk autoencoder.json dit_
          loss.csv loss.png autoencoder_loss.csv autoencoder_loss.png; do
   cp "$run/$f" "$dest/$f"
 done
+for f in decoder_loss.csv decoder_loss.png; do   # present after decoder fine-tuning
+  if [ -f "$run/$f" ]; then cp "$run/$f" "$dest/$f"; fi
+done
 last="$(ls "$run/previews"/*.png 2>/dev/null | sort | tail -n 1 || true)"
 if [ -n "$last" ]; then cp "$last" "$dest/preview.png"; fi
 du -sh "$dest"

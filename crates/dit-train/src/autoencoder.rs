@@ -101,13 +101,7 @@ pub fn train(
         log_name: "autoencoder_loss",
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
-    let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
-    let (psnr, latent_scale) = evaluate(
-        &ae,
-        &batcher,
-        &source.eval_items(settings.eval_clips),
-        device,
-    )?;
+    let (psnr, latent_scale) = evaluate_on_eval_clips(config, source, &ae, device)?;
     let report = AutoencoderReport {
         psnr,
         latent_scale,
@@ -120,7 +114,8 @@ pub fn train(
 }
 
 /// Fine-tunes the decoder of the run's autoencoder for `steps` more steps with the
-/// encoder frozen, and saves the result over `autoencoder.bpk`.
+/// encoder frozen, and saves the result over `autoencoder.bpk`. Returns the reports
+/// before and after.
 ///
 /// The encoder, and so the latent space and its scale, stay exactly as they were: a DiT
 /// already trained on this autoencoder's latents stays valid, and decodes more sharply.
@@ -131,7 +126,7 @@ pub fn finetune_decoder(
     device: &Device,
     steps: usize,
     learning_rate: f64,
-) -> Result<AutoencoderReport> {
+) -> Result<(AutoencoderReport, AutoencoderReport)> {
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -149,17 +144,27 @@ pub fn finetune_decoder(
         log_name: "decoder_loss",
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
-    let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
-    let eval = source.eval_items(config.autoencoder_training.eval_clips);
-    let (psnr, _) = evaluate(&ae, &batcher, &eval, device)?;
+    let (psnr, _) = evaluate_on_eval_clips(config, source, &ae, device)?;
     let report = AutoencoderReport {
         psnr,
         seconds: before.seconds + seconds,
         decoder_steps: before.decoder_steps + steps,
-        ..before
+        ..before.clone()
     };
     save(&ae, &report, run_dir)?;
-    Ok(report)
+    Ok((before, report))
+}
+
+/// [`evaluate`] on the config's `eval_clips` evaluation clips.
+fn evaluate_on_eval_clips(
+    config: &ExperimentConfig,
+    source: &ClipSource,
+    ae: &VideoAutoencoder,
+    device: &Device,
+) -> Result<(f64, f64)> {
+    let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
+    let items = source.eval_items(config.autoencoder_training.eval_clips);
+    evaluate(ae, &batcher, &items, device)
 }
 
 /// Steps and learning rate of one [`fit`].

@@ -105,8 +105,7 @@ fn run(args: Args) -> Result<()> {
             bail!("`decoder` fine-tunes an existing run: give it with --resume RUN");
         }
         let source = ClipSource::open(&config)?;
-        let before = autoencoder::load_frozen(&config, &run_dir, &device)?.1;
-        let report = autoencoder::finetune_decoder(
+        let (before, report) = autoencoder::finetune_decoder(
             &config,
             &source,
             &run_dir,

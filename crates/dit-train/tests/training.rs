@@ -210,7 +210,9 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
         named_parameters(&old.decoder),
     );
 
-    let after = autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3).unwrap();
+    let (reported_before, after) =
+        autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3).unwrap();
+    assert_eq!(reported_before, saved_before);
     let new = load();
     assert!(
         old_encoder == named_parameters(&new.encoder),

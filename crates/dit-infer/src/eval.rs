@@ -83,8 +83,11 @@ pub struct Report {
     pub train: Scores,
     /// The 6 held-out compositions.
     pub held_out: Scores,
-    /// Autoencoder reconstruction PSNR (dB) on rendered evaluation clips.
+    /// Autoencoder reconstruction PSNR (dB) on clips rendered for the 72 compositions.
     pub autoencoder_psnr: f64,
+    /// Joint accuracy of the judge on those reconstructions: the ceiling the
+    /// autoencoder puts on the DiT's fidelity.
+    pub autoencoder_joint: f64,
     /// Sampling settings.
     pub steps: usize,
     /// Guidance scale.
@@ -120,14 +123,16 @@ fn describe(c: Option<Composition>, j: &dit_data::Judgement) -> String {
     }
 }
 
-/// PSNR of the autoencoder on clips rendered for every composition.
-pub fn autoencoder_psnr(model: &TrainedModel, device: &Device) -> f64 {
+/// PSNR of the autoencoder on clips rendered for every composition, and the
+/// joint accuracy of the judge on its reconstructions (1.0 on the rendered clips).
+pub fn autoencoder_check(model: &TrainedModel, device: &Device) -> (f64, f64) {
     let shapes = MovingShapesConfig::new()
         .with_frames(model.spec.frames)
         .with_size(model.spec.size);
-    let clips: Vec<Clip> = Composition::all()
-        .into_iter()
-        .map(|c| MovingShapes::clip_for(&shapes, c, 7, 0, CaptionMode::Canonical).clip)
+    let compositions = Composition::all();
+    let clips: Vec<Clip> = compositions
+        .iter()
+        .map(|&c| MovingShapes::clip_for(&shapes, c, 7, 0, CaptionMode::Canonical).clip)
         .collect();
     let mut decoded = Vec::with_capacity(clips.len());
     let (f, s) = (model.spec.frames, model.spec.size);
@@ -141,7 +146,12 @@ pub fn autoencoder_psnr(model: &TrainedModel, device: &Device) -> f64 {
                 .decode(model.autoencoder.encode(video).mean),
         ));
     }
-    psnr(&clips, &decoded)
+    let matched = compositions
+        .iter()
+        .zip(&decoded)
+        .filter(|(c, clip)| judge_clip(clip).matches(c).all())
+        .count();
+    (psnr(&clips, &decoded), matched as f64 / clips.len() as f64)
 }
 
 /// Generates and judges clips for all 72 compositions, with the canonical
@@ -206,10 +216,12 @@ pub fn evaluate(
     }
     let sampling_seconds = start.elapsed().as_secs_f64();
     let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
+    let (autoencoder_psnr, autoencoder_joint) = autoencoder_check(model, device);
     let report = Report {
         train: Scores::of(verdicts.iter().filter(|v| !v.held_out)),
         held_out: Scores::of(verdicts.iter().filter(|v| v.held_out)),
-        autoencoder_psnr: autoencoder_psnr(model, device),
+        autoencoder_psnr,
+        autoencoder_joint,
         steps: options.sampling.steps,
         guidance: options.sampling.guidance,
         seeds: options.seeds,
@@ -233,8 +245,9 @@ pub fn table(report: &Report) -> String {
     out += &row("training (66)", &report.train);
     out += &row("held-out (6)", &report.held_out);
     out += &format!(
-        "\nautoencoder PSNR {:.2} dB; {} DDIM steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
+        "\nautoencoder PSNR {:.2} dB, judged joint accuracy of its reconstructions {:.3}; {} DDIM steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
         report.autoencoder_psnr,
+        report.autoencoder_joint,
         report.steps,
         report.guidance,
         report.seeds,

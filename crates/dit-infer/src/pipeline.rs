@@ -152,22 +152,25 @@ pub fn generate(
     let x_t = Tensor::cat(per_item, 0);
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5EED);
 
+    let prediction = model.spec.diffusion.prediction;
     let eps = |x: Tensor<5>, t: usize| {
         let n = if guided { 2 * batch } else { batch };
         let steps = Tensor::<1>::full([n], t as f32, device);
         let input = if guided {
-            Tensor::cat(vec![x.clone(), x], 0)
+            Tensor::cat(vec![x.clone(), x.clone()], 0)
         } else {
-            x
+            x.clone()
         };
         let out = model.dit.forward(input, steps, &text);
-        if guided {
+        // Guidance is affine, so guiding v and converting equals guiding ε.
+        let out = if guided {
             let cond = out.clone().narrow(0, 0, batch);
             let uncond = out.narrow(0, batch, batch);
             guide(cond, uncond, options.guidance)
         } else {
             out
-        }
+        };
+        prediction.epsilon(x, out, schedule.alpha_bar(t))
     };
     let latent = sample(
         &schedule,

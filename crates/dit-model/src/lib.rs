@@ -37,6 +37,6 @@ pub use autoencoder::{AutoencoderConfig, VideoAutoencoder};
 pub use backend::Backend;
 pub use config::{ConfigError, DitConfig, DitSize, ModelConfig};
 pub use dit::Dit;
-pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule};
+pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule, Prediction};
 pub use text::{TextEncoder, TextEncoderConfig, TextFeatures};
 pub use tokenizer::{TokenizeError, Tokenizer};

@@ -25,7 +25,7 @@ use dit_infer::run::{
 };
 use dit_infer::sampler::SamplerKind;
 use dit_model::noise::gaussian;
-use dit_model::{Dit, DitConfig, NoiseSchedule, VideoAutoencoder};
+use dit_model::{Dit, DitConfig, NoiseSchedule, Prediction, VideoAutoencoder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -162,24 +162,25 @@ impl StepDraws {
     }
 }
 
-/// Loss weight per diffusion step: min(SNR, γ)/SNR for ε-prediction (1 when γ = 0).
-pub fn loss_weights(schedule: &NoiseSchedule, timesteps: &[usize], gamma: f64) -> Vec<f32> {
+/// Min-SNR-γ loss weight per diffusion step for `prediction` (1 when γ = 0).
+pub fn loss_weights(
+    schedule: &NoiseSchedule,
+    prediction: Prediction,
+    timesteps: &[usize],
+    gamma: f64,
+) -> Vec<f32> {
     timesteps
         .iter()
-        .map(|&t| {
-            if gamma > 0.0 {
-                (schedule.snr(t).min(gamma) / schedule.snr(t)) as f32
-            } else {
-                1.0
-            }
-        })
+        .map(|&t| prediction.loss_weight(schedule.snr(t), gamma) as f32)
         .collect()
 }
 
-/// The ε-prediction loss of one batch.
+/// The min-SNR-weighted MSE between the DiT's output and the `prediction` target
+/// (ε or v) of one batch.
 pub fn diffusion_loss(
     dit: &Dit,
     schedule: &NoiseSchedule,
+    prediction: Prediction,
     cache: &LatentCache,
     draws: &mut StepDraws,
     gamma: f64,
@@ -205,18 +206,22 @@ pub fn diffusion_loss(
         .collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, words]), device);
     let noise = gaussian(&mut draws.rng, [batch, c, f, h, w], device);
-    let x_t = schedule.q_sample(x0, noise.clone(), &draws.timesteps);
+    let x_t = schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps);
+    let target = prediction.target(schedule, x0, noise, &draws.timesteps);
     let t: Vec<f32> = draws.timesteps.iter().map(|&t| t as f32).collect();
     let t = Tensor::<1>::from_data(TensorData::new(t, [batch]), device);
     let text = dit.encode_text(tokens);
     let predicted = dit.forward(x_t, t, &text);
-    let per_sample = (predicted - noise)
+    let per_sample = (predicted - target)
         .powi_scalar(2)
         .reshape([batch, c * f * h * w])
         .mean_dim(1)
         .reshape([batch]);
     let weights = Tensor::<1>::from_data(
-        TensorData::new(loss_weights(schedule, &draws.timesteps, gamma), [batch]),
+        TensorData::new(
+            loss_weights(schedule, prediction, &draws.timesteps, gamma),
+            [batch],
+        ),
         device,
     );
     (per_sample * weights).mean()
@@ -453,6 +458,7 @@ pub fn train(
         let loss = diffusion_loss(
             &ckpt.dit,
             &schedule,
+            config.diffusion.prediction,
             &cache,
             &mut draws,
             d.min_snr_gamma,
@@ -528,11 +534,17 @@ mod tests {
     #[test]
     fn min_snr_weights() {
         let s = NoiseSchedule::linear(1000, 1e-4, 0.02);
-        let w = loss_weights(&s, &[0, 500, 999], 5.0);
+        let w = loss_weights(&s, Prediction::Epsilon, &[0, 500, 999], 5.0);
         // Early steps have SNR ≫ 5 and are down-weighted; late ones keep weight 1.
         assert!((w[0] as f64 - 5.0 / s.snr(0)).abs() < 1e-6);
         assert_eq!(w[2], 1.0);
-        assert_eq!(loss_weights(&s, &[0, 999], 0.0), vec![1.0, 1.0]);
+        let v = loss_weights(&s, Prediction::Velocity, &[0, 999], 5.0);
+        assert!((v[0] as f64 - 5.0 / (s.snr(0) + 1.0)).abs() < 1e-6);
+        assert!((v[1] as f64 - s.snr(999) / (s.snr(999) + 1.0)).abs() < 1e-6);
+        assert_eq!(
+            loss_weights(&s, Prediction::Epsilon, &[0, 999], 0.0),
+            vec![1.0, 1.0]
+        );
     }
 
     #[test]

@@ -116,7 +116,15 @@ fn bench_train(
     for step in 0..repeats + 3 {
         let start = Instant::now();
         let mut draws = StepDraws::new(0, step, batch, cache.len(), schedule.len(), 0.1);
-        let loss = diffusion_loss(&dit, &schedule, &cache, &mut draws, 5.0, &train_device);
+        let loss = diffusion_loss(
+            &dit,
+            &schedule,
+            config.diffusion.prediction,
+            &cache,
+            &mut draws,
+            5.0,
+            &train_device,
+        );
         let grads = GradientsParams::from_grads(loss.backward(), &dit);
         dit = optim.step(1e-4, dit, grads);
         let _ = dit.x_embedder.proj.weight.val().into_data(); // wait for the step to finish

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use dit_data::VideoBatcher;
+
+use dit_data::{Composition, VideoBatcher, judge_clip, video_to_clips};
 use dit_infer::run::{AUTOENCODER_FILE, DIT_FILE, load_module, save_module};
 use dit_model::Prediction;
 use dit_model::weights::named_parameters;
@@ -243,4 +244,35 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
         (after.psnr, after.decoder_steps)
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn training_batches_show_what_their_captions_say() {
+    // The tensors the latent cache encodes, read back as clips and judged from
+    // their pixels, must agree with their (possibly paraphrased) captions: this
+    // catches a frame-order, axis or caption-pairing mix-up in the data path.
+    let config = ExperimentConfig::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny.toml"),
+    )
+    .unwrap();
+    let source = ClipSource::open(&config).unwrap();
+    let batcher = VideoBatcher::new(source.tokenizer(), 12);
+    let items: Vec<_> = (0..256)
+        .map(|i| source.train_item(i, config.seed))
+        .collect();
+    let captions: Vec<String> = items.iter().map(|item| item.caption.clone()).collect();
+    let batch = batcher.try_batch(items, &Device::default()).unwrap();
+    let clips = video_to_clips(batch.videos);
+    let agree = captions
+        .iter()
+        .zip(&clips)
+        .filter(|(caption, clip)| {
+            let said = Composition::parse_caption(caption).expect("a Moving Shapes caption");
+            judge_clip(clip).matches(&said).all()
+        })
+        .count();
+    assert!(
+        agree >= 254,
+        "{agree} of 256 batches agree with their captions"
+    );
 }

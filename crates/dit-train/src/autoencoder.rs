@@ -12,6 +12,9 @@ use dit_data::moving_shapes::splitmix64;
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
 use dit_infer::run::{AUTOENCODER_FILE, load_module, save_module, write_atomic};
 use dit_model::VideoAutoencoder;
+use dit_model::noise::gaussian;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ExperimentConfig;
@@ -30,6 +33,10 @@ pub struct AutoencoderReport {
     /// Optimiser steps of decoder fine-tuning after stage 1 (encoder frozen).
     #[serde(default)]
     pub decoder_steps: usize,
+    /// Largest latent noise (in units of the normalised latent the DiT sees) of the
+    /// last decoder fine-tuning; 0 when it decoded clean latents only.
+    #[serde(default)]
+    pub decoder_latent_noise: f64,
     /// Training seconds.
     pub seconds: f64,
 }
@@ -99,6 +106,7 @@ pub fn train(
         steps: settings.steps,
         learning_rate: settings.learning_rate,
         log_name: "autoencoder_loss",
+        latent_noise: 0.0,
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
     let (psnr, latent_scale) = evaluate_on_eval_clips(config, source, &ae, device)?;
@@ -108,6 +116,7 @@ pub fn train(
         steps: settings.steps,
         seconds,
         decoder_steps: 0,
+        decoder_latent_noise: 0.0,
     };
     save(&ae, &report, run_dir)?;
     Ok(report)
@@ -119,6 +128,12 @@ pub fn train(
 ///
 /// The encoder, and so the latent space and its scale, stay exactly as they were: a DiT
 /// already trained on this autoencoder's latents stays valid, and decodes more sharply.
+///
+/// With `latent_noise` σ > 0 the decoder learns to map latents perturbed by Gaussian
+/// noise of a standard deviation drawn uniformly from [0, σ] (in units of the
+/// normalised latent the DiT generates) to the clean frame: a generated latent is off
+/// the encoder's latents by the DiT's error, and this decoder turns small errors into
+/// clean shapes instead of ragged edges.
 pub fn finetune_decoder(
     config: &ExperimentConfig,
     source: &ClipSource,
@@ -126,12 +141,16 @@ pub fn finetune_decoder(
     device: &Device,
     steps: usize,
     learning_rate: f64,
+    latent_noise: f64,
 ) -> Result<(AutoencoderReport, AutoencoderReport)> {
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
     if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 1.0) {
         bail!("--learning-rate must be in (0, 1], got {learning_rate}");
+    }
+    if !(latent_noise.is_finite() && (0.0..=10.0).contains(&latent_noise)) {
+        bail!("--latent-noise must be in [0, 10], got {latent_noise}");
     }
     let train_device = device.clone().autodiff();
     let (mut ae, before) = load(config, run_dir, &train_device)?;
@@ -142,6 +161,8 @@ pub fn finetune_decoder(
         steps,
         learning_rate,
         log_name: "decoder_loss",
+        // The DiT's latent is the encoder's times `latent_scale`.
+        latent_noise: latent_noise / before.latent_scale,
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
     let (psnr, _) = evaluate_on_eval_clips(config, source, &ae, device)?;
@@ -149,6 +170,7 @@ pub fn finetune_decoder(
         psnr,
         seconds: before.seconds + seconds,
         decoder_steps: before.decoder_steps + steps,
+        decoder_latent_noise: latent_noise,
         ..before.clone()
     };
     save(&ae, &report, run_dir)?;
@@ -177,6 +199,9 @@ struct Schedule {
     learning_rate: f64,
     /// Name of the loss CSV and PNG in the run folder.
     log_name: &'static str,
+    /// Largest standard deviation of the Gaussian noise added to the latents before
+    /// decoding (encoder units; drawn per frame uniformly from [0, this]).
+    latent_noise: f64,
 }
 
 /// Minimises reconstruction MSE (plus KL) over the parameters of `ae` that require
@@ -213,7 +238,22 @@ fn fit(
             .collect();
         let video = videos(&batcher, items, train_device)?; // [batch, 3, 1, H, W]
         let moments = ae.encode(video.clone());
-        let recon = ae.decode(moments.sample());
+        let latent = moments.sample(); // [batch, C, 1, h, w]
+        let latent = if schedule.latent_noise > 0.0 {
+            let step_seed =
+                splitmix64(config.seed ^ splitmix64((schedule.first_step + step) as u64));
+            let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+            let dims = latent.dims();
+            let sigmas: Vec<f32> = (0..dims[0])
+                .map(|_| rng.random::<f32>() * schedule.latent_noise as f32)
+                .collect();
+            let sigma = Tensor::<1>::from_floats(sigmas.as_slice(), train_device)
+                .reshape([dims[0], 1, 1, 1, 1]);
+            latent + gaussian(&mut rng, dims, train_device) * sigma
+        } else {
+            latent
+        };
+        let recon = ae.decode(latent);
         let mse = (recon - video).powi_scalar(2).mean();
         let loss = mse.clone() + moments.kl() * settings.kl_weight;
         let lr = cosine_lr(schedule.learning_rate, step, schedule.steps);

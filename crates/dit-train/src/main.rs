@@ -53,6 +53,11 @@ enum Stage {
         /// Peak learning rate (cosine decay to a tenth of it).
         #[arg(long, default_value_t = 1e-3)]
         learning_rate: f64,
+        /// Largest standard deviation of Gaussian noise added to the latents the decoder
+        /// sees, in units of the DiT's normalised latent (0: clean latents only): makes
+        /// the decoder robust to the DiT's sampling error.
+        #[arg(long, default_value_t = 0.0)]
+        latent_noise: f64,
     },
 }
 
@@ -99,6 +104,7 @@ fn run(args: Args) -> Result<()> {
     if let Some(Stage::Decoder {
         steps,
         learning_rate,
+        latent_noise,
     }) = args.stage
     {
         if !resume {
@@ -112,6 +118,7 @@ fn run(args: Args) -> Result<()> {
             &device,
             steps,
             learning_rate,
+            latent_noise,
         )?;
         eprintln!(
             "decoder: PSNR {:.2} → {:.2} dB after {steps} steps ({} in all), latent space unchanged",

@@ -217,7 +217,7 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
     );
 
     let (reported_before, after) =
-        autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3).unwrap();
+        autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3, 0.0).unwrap();
     assert_eq!(reported_before, saved_before);
     let new = load();
     assert!(
@@ -244,6 +244,45 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
         (after.psnr, after.decoder_steps)
     );
     std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn decoder_latent_noise_is_seeded_recorded_and_validated() {
+    let mut config = micro();
+    config.autoencoder_training.steps = 10;
+    config.autoencoder_training.eval_clips = 4;
+    let source = ClipSource::open(&config).unwrap();
+    let device = Device::default();
+    let base = temp_dir("decoder-noise");
+    autoencoder::train(&config, &source, &base, &device).unwrap();
+    let copy = |name: &str| {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [AUTOENCODER_FILE, REPORT_FILE] {
+            std::fs::copy(base.join(file), dir.join(file)).unwrap();
+        }
+        dir
+    };
+    let decoder_after = |dir: &Path, noise: f64| {
+        let (_, report) =
+            autoencoder::finetune_decoder(&config, &source, dir, &device, 5, 2e-3, noise).unwrap();
+        let ae = config.model.autoencoder.init(&device).unwrap();
+        let ae = load_module(ae, &dir.join(AUTOENCODER_FILE)).unwrap();
+        (named_parameters(&ae.decoder), report.decoder_latent_noise)
+    };
+    let (noisy, recorded) = decoder_after(&copy("a"), 0.5);
+    let (noisy_again, _) = decoder_after(&copy("b"), 0.5);
+    let (clean, recorded_clean) = decoder_after(&copy("c"), 0.0);
+    assert_eq!((recorded, recorded_clean), (0.5, 0.0));
+    assert!(noisy == noisy_again, "the latent noise is not seeded");
+    assert!(noisy != clean, "the latent noise changed nothing");
+    for bad in [-0.1, f64::NAN, 11.0] {
+        let err =
+            autoencoder::finetune_decoder(&config, &source, &copy("d"), &device, 5, 2e-3, bad)
+                .unwrap_err();
+        assert!(err.to_string().contains("--latent-noise"), "{err}");
+    }
+    std::fs::remove_dir_all(base).ok();
 }
 
 #[test]

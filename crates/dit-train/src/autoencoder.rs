@@ -106,6 +106,7 @@ pub fn train(
         steps: settings.steps,
         learning_rate: settings.learning_rate,
         log_name: "autoencoder_loss",
+        log_offset: 0,
         latent_noise: 0.0,
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
@@ -161,6 +162,8 @@ pub fn finetune_decoder(
         steps,
         learning_rate,
         log_name: "decoder_loss",
+        // Earlier fine-tunings stay in the log; this one continues their step count.
+        log_offset: before.decoder_steps,
         // The DiT's latent is the encoder's times `latent_scale`.
         latent_noise: latent_noise / before.latent_scale,
     };
@@ -199,6 +202,8 @@ struct Schedule {
     learning_rate: f64,
     /// Name of the loss CSV and PNG in the run folder.
     log_name: &'static str,
+    /// Steps already in that log (kept; this fit's steps are numbered after them).
+    log_offset: usize,
     /// Largest standard deviation of the Gaussian noise added to the latents before
     /// decoding (encoder units; drawn per frame uniformly from [0, this]).
     latent_noise: f64,
@@ -217,7 +222,10 @@ fn fit(
     let settings = &config.autoencoder_training;
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
     let mut optim = AdamConfig::new().init();
-    let log = LossLog::open(&run_dir.join(format!("{}.csv", schedule.log_name)), 0)?;
+    let log = LossLog::open(
+        &run_dir.join(format!("{}.csv", schedule.log_name)),
+        schedule.log_offset,
+    )?;
     let progress = Progress::new("autoencoder", 0, schedule.steps);
     for step in 0..schedule.steps {
         // One random frame from each of `batch_size` clips: the autoencoder codes
@@ -265,7 +273,7 @@ fn fit(
             if !value.is_finite() {
                 bail!("autoencoder loss became {value} at step {done}; lower the learning rate");
             }
-            log.append(done, value, lr, progress.elapsed())?;
+            log.append(schedule.log_offset + done, value, lr, progress.elapsed())?;
             progress.update(done, &format!("mse {value:.5}"), true);
         }
     }

@@ -247,7 +247,7 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
 }
 
 #[test]
-fn decoder_latent_noise_is_seeded_recorded_and_validated() {
+fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     let mut config = micro();
     config.autoencoder_training.steps = 10;
     config.autoencoder_training.eval_clips = 4;
@@ -276,6 +276,20 @@ fn decoder_latent_noise_is_seeded_recorded_and_validated() {
     assert_eq!((recorded, recorded_clean), (0.5, 0.0));
     assert!(noisy == noisy_again, "the latent noise is not seeded");
     assert!(noisy != clean, "the latent noise changed nothing");
+    // A second fine-tuning continues the decoder's loss log: steps 1..=5, then 6..=10.
+    let dir = base.join("a");
+    decoder_after(&dir, 0.5);
+    let log = std::fs::read_to_string(dir.join("decoder_loss.csv")).unwrap();
+    let steps: Vec<&str> = log
+        .lines()
+        .skip(1)
+        .map(|l| &l[..l.find(',').unwrap()])
+        .collect();
+    assert_eq!(
+        steps,
+        ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
+        "{log}"
+    );
     for bad in [-0.1, f64::NAN, 11.0] {
         let err =
             autoencoder::finetune_decoder(&config, &source, &copy("d"), &device, 5, 2e-3, bad)

@@ -50,9 +50,9 @@ impl Prediction {
             Prediction::Epsilon => noise,
             Prediction::Velocity => {
                 let device = x0.device();
-                let signal = schedule
-                    .per_sample::<D>(t.iter().map(|&s| schedule.alpha_bar(s).sqrt()), &device);
-                let sigma = schedule.per_sample::<D>(
+                let signal =
+                    per_sample::<D>(t.iter().map(|&s| schedule.alpha_bar(s).sqrt()), &device);
+                let sigma = per_sample::<D>(
                     t.iter().map(|&s| (1.0 - schedule.alpha_bar(s)).sqrt()),
                     &device,
                 );
@@ -235,23 +235,18 @@ impl NoiseSchedule {
         t: &[usize],
     ) -> Tensor<D> {
         let device = x0.device();
-        let signal = self.per_sample::<D>(t.iter().map(|&s| self.alpha_bar(s).sqrt()), &device);
-        let sigma =
-            self.per_sample::<D>(t.iter().map(|&s| (1.0 - self.alpha_bar(s)).sqrt()), &device);
+        let signal = per_sample::<D>(t.iter().map(|&s| self.alpha_bar(s).sqrt()), &device);
+        let sigma = per_sample::<D>(t.iter().map(|&s| (1.0 - self.alpha_bar(s)).sqrt()), &device);
         x0 * signal + noise * sigma
     }
+}
 
-    /// A `[batch, 1, …, 1]` tensor of per-sample coefficients, broadcastable over `[batch, ...]`.
-    pub fn per_sample<const D: usize>(
-        &self,
-        values: impl Iterator<Item = f64>,
-        device: &Device,
-    ) -> Tensor<D> {
-        let values: Vec<f32> = values.map(|v| v as f32).collect();
-        let mut shape = [1usize; D];
-        shape[0] = values.len();
-        Tensor::from_data(TensorData::new(values, shape), device)
-    }
+/// A `[batch, 1, …, 1]` tensor of per-sample coefficients, broadcastable over `[batch, ...]`.
+pub fn per_sample<const D: usize>(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<D> {
+    let values: Vec<f32> = values.map(|v| v as f32).collect();
+    let mut shape = [1usize; D];
+    shape[0] = values.len();
+    Tensor::from_data(TensorData::new(values, shape), device)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
 use dit_infer::run::{AUTOENCODER_FILE, load_module, save_module, write_atomic};
 use dit_model::VideoAutoencoder;
 use dit_model::noise::gaussian;
+use dit_model::schedule::per_sample;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -252,11 +253,10 @@ fn fit(
                 splitmix64(config.seed ^ splitmix64((schedule.first_step + step) as u64));
             let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
             let dims = latent.dims();
-            let sigmas: Vec<f32> = (0..dims[0])
-                .map(|_| rng.random::<f32>() * schedule.latent_noise as f32)
-                .collect();
-            let sigma = Tensor::<1>::from_floats(sigmas.as_slice(), train_device)
-                .reshape([dims[0], 1, 1, 1, 1]);
+            let sigma = per_sample::<5>(
+                (0..dims[0]).map(|_| (rng.random::<f32>() * schedule.latent_noise as f32) as f64),
+                train_device,
+            );
             latent + gaussian(&mut rng, dims, train_device) * sigma
         } else {
             latent

@@ -49,9 +49,11 @@ def sincos_3d(hidden, grid):
 
 def timestep_embedding(t, dim=256):
     half = dim // 2
-    # Frequencies computed in float64 and rounded once to float32 (at t = 999, one ulp
-    # of a frequency is already 6e-5 rad of phase).
-    freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float64) / half).float()
+    # The exponent in float32, as the official DiT's TimestepEmbedder computes it; its exp
+    # rounded correctly from float64 (float32 exp implementations differ by one ulp on a
+    # few frequencies, 1e-4 rad of phase at t = 999).
+    exponent = -math.log(10000) * torch.arange(half, dtype=torch.float32) / half
+    freqs = torch.exp(exponent.double()).float()
     args = t[:, None].float() * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

@@ -93,6 +93,16 @@ pub enum DataError {
         /// The captions file.
         path: PathBuf,
     },
+    /// A data set was asked for an item past its end.
+    #[error("index {index} is past the {len} clips of {dataset}")]
+    IndexOutOfRange {
+        /// Which data set, in words.
+        dataset: String,
+        /// The index asked for.
+        index: usize,
+        /// How many clips the data set holds.
+        len: usize,
+    },
     /// A caption cannot be tokenized.
     #[error("caption {caption:?} cannot be tokenized: {source}")]
     Caption {

@@ -3,7 +3,9 @@
 //! - [`shapes`]: the Moving Shapes palette, shapes, directions, compositions and captions;
 //! - [`render`]: [`Clip`] and the renderer of one clip;
 //! - [`moving_shapes`]: the procedurally generated, deterministic data set;
-//! - [`folder`]: captioned GIF / PNG-frame clips read from a folder;
+//! - [`video`]: reading clips from GIFs / PNG-frame folders, and writing GIFs, PNG frames
+//!   and contact sheets;
+//! - [`folder`]: the captioned clips listed by a folder's `captions.jsonl`;
 //! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
 //! - [`judge`]: what a clip shows, judged from its pixels alone;
 //! - [`error`]: [`DataError`], the errors, each naming its field, file or line.
@@ -15,6 +17,7 @@ pub mod judge;
 pub mod moving_shapes;
 pub mod render;
 pub mod shapes;
+pub mod video;
 
 pub use batcher::{
     VideoBatch, VideoBatcher, clip_to_tensor_data, psnr, tensor_to_clip, video_to_clips,

@@ -6,7 +6,8 @@
 
 use burn::config::Config;
 use burn::data::dataset::{Dataset, DatasetError};
-use rand::{Rng, SeedableRng};
+use dit_model::seed::{Stream, rng_for};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::DataError;
@@ -118,11 +119,11 @@ pub enum Split {
 }
 
 impl Split {
-    /// Stable number mixed into each clip's seed.
-    pub fn id(self) -> u64 {
+    /// The random stream of this split's clips.
+    pub fn stream(self) -> Stream {
         match self {
-            Split::Train => 0,
-            Split::Eval => 1,
+            Split::Train => Stream::TrainClips,
+            Split::Eval => Stream::EvalClips,
         }
     }
 
@@ -157,19 +158,6 @@ pub struct VideoItem {
     pub composition: Option<Composition>,
 }
 
-/// SplitMix64 finaliser: a fixed, well-mixing bijection on `u64`.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The seed of clip `index` of random stream `stream` under data set seed `seed`.
-pub fn clip_seed(seed: u64, stream: u64, index: u64) -> u64 {
-    splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index)
-}
-
 /// A uniform draw in `[lo, hi]` from 53 random bits (portable across platforms).
 fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
     let t = (rng.random::<u64>() >> 11) as f64 / (1u64 << 53) as f64;
@@ -178,7 +166,7 @@ fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
 
 /// Draws size, speed and a start position that keeps the whole object inside the frame in
 /// every frame, uniformly over the allowed range.
-pub fn sample_params(
+pub(crate) fn sample_params(
     config: &MovingShapesConfig,
     composition: Composition,
     rng: &mut ChaCha8Rng,
@@ -277,8 +265,7 @@ impl MovingShapes {
 
     /// Clip `index`: a pure function of `(seed, split, index)` (any index, even past `len`).
     pub fn item(&self, index: usize) -> VideoItem {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(clip_seed(self.seed, self.split.id(), index as u64));
+        let mut rng = rng_for(self.seed, self.split.stream(), index as u64);
         let pick = rng.random_range(0..self.compositions.len() as u32) as usize;
         let mode = CaptionMode::Mixed(self.config.paraphrase_probability);
         make_item(&self.config, self.compositions[pick], &mut rng, mode)
@@ -293,19 +280,21 @@ impl MovingShapes {
         index: usize,
         caption: CaptionMode,
     ) -> VideoItem {
-        let stream = 1000 + composition.index() as u64;
-        let mut rng = ChaCha8Rng::seed_from_u64(clip_seed(seed, stream, index as u64));
+        let stream = Stream::CompositionClips(composition.index());
+        let mut rng = rng_for(seed, stream, index as u64);
         make_item(config, composition, &mut rng, caption)
     }
 }
 
 impl Dataset<VideoItem> for MovingShapes {
     fn get(&self, index: usize) -> Result<VideoItem, DatasetError> {
-        assert!(
-            index < self.len,
-            "index {index} is past the {} clips of this Moving Shapes split",
-            self.len
-        );
+        if index >= self.len {
+            return Err(DatasetError::new(DataError::IndexOutOfRange {
+                dataset: "this Moving Shapes split".into(),
+                index,
+                len: self.len,
+            }));
+        }
         Ok(self.item(index))
     }
 
@@ -318,6 +307,7 @@ impl Dataset<VideoItem> for MovingShapes {
 mod tests {
     use super::*;
     use crate::shapes::{Direction, HELD_OUT};
+    use rand::SeedableRng;
     use std::collections::BTreeSet;
 
     fn data(split: Split, len: usize) -> MovingShapes {
@@ -453,6 +443,20 @@ mod tests {
             .map(|i| eval.item(i).composition.unwrap())
             .collect();
         assert_eq!(seen.len(), 72);
+    }
+
+    #[test]
+    fn index_past_the_end_is_an_error() {
+        let d = data(Split::Train, 10);
+        assert!(d.get(9).is_ok());
+        let err = d.get(10).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "index 10 is past the 10 clips of this Moving Shapes split"
+        );
+        assert!(d.get(usize::MAX).is_err());
+        // `item` itself is defined for any index.
+        assert_eq!(d.item(10).clip.frames, d.get(0).unwrap().clip.frames);
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl ClipParams {
 }
 
 /// Whether the point `(u, v)`, in box units (`0..1` across, `0..1` down), is inside `shape`.
-pub fn inside_shape(shape: Shape, u: f32, v: f32) -> bool {
+pub(crate) fn inside_shape(shape: Shape, u: f32, v: f32) -> bool {
     if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) {
         return false;
     }

@@ -6,18 +6,17 @@ use std::path::Path;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
-use dit_data::moving_shapes::splitmix64;
+use dit_data::video::write_sheet;
 use dit_data::{
     CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
     judge_clip, psnr, video_to_clips,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use dit_model::TrainedModel;
+use dit_model::run::write_atomic;
+use dit_model::seed::{Stream, rng_for};
 use serde::Serialize;
 
-use crate::output::write_sheet;
 use crate::pipeline::{GenerateOptions, generate};
-use crate::run::TrainedModel;
 
 /// One generated clip and its verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -88,7 +87,9 @@ pub struct Report {
     /// Joint accuracy of the judge on those reconstructions: the ceiling the
     /// autoencoder puts on the DiT's fidelity.
     pub autoencoder_joint: f64,
-    /// Sampling settings.
+    /// The sampler, e.g. `DDIM (η = 0)`.
+    pub sampler: String,
+    /// Denoising steps.
     pub steps: usize,
     /// Guidance scale.
     pub guidance: f64,
@@ -125,7 +126,7 @@ fn describe(c: Option<Composition>, j: &dit_data::Judgement) -> String {
 
 /// PSNR of the autoencoder on clips rendered for every composition, and the
 /// joint accuracy of the judge on its reconstructions (1.0 on the rendered clips).
-pub fn autoencoder_check(model: &TrainedModel, device: &Device) -> (f64, f64) {
+pub(crate) fn autoencoder_check(model: &TrainedModel, device: &Device) -> (f64, f64) {
     let shapes = MovingShapesConfig::new()
         .with_frames(model.spec.frames)
         .with_size(model.spec.size);
@@ -164,7 +165,7 @@ pub fn evaluate(
 ) -> Result<(Report, Vec<(Clip, Verdict)>)> {
     let mut jobs: Vec<(Composition, String, u64)> = Vec::new();
     for composition in Composition::all() {
-        let mut rng = ChaCha8Rng::seed_from_u64(splitmix64(composition.index() as u64));
+        let mut rng = rng_for(0, Stream::EvalPhrasing, composition.index() as u64);
         let captions = [
             composition.canonical_caption(),
             composition.paraphrase(&mut rng),
@@ -194,7 +195,7 @@ pub fn evaluate(
                 seed,
                 ..options.sampling.clone()
             };
-            let clips = generate(model, &prompts, &sampling, device, |_| {})?;
+            let clips = generate(model.into(), &prompts, &sampling, device, |_| {})?;
             for (clip, (composition, prompt, seed)) in clips.into_iter().zip(group) {
                 let judgement = judge_clip(&clip);
                 let m = judgement.matches(composition);
@@ -222,6 +223,7 @@ pub fn evaluate(
         held_out: Scores::of(verdicts.iter().filter(|v| v.held_out)),
         autoencoder_psnr,
         autoencoder_joint,
+        sampler: options.sampling.sampler.to_string(),
         steps: options.sampling.steps,
         guidance: options.sampling.guidance,
         seeds: options.seeds,
@@ -245,10 +247,11 @@ pub fn table(report: &Report) -> String {
     out += &row("training (66)", &report.train);
     out += &row("held-out (6)", &report.held_out);
     out += &format!(
-        "\nautoencoder PSNR {:.2} dB, judged joint accuracy of its reconstructions {:.3}; {} DDIM steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
+        "\nautoencoder PSNR {:.2} dB, judged joint accuracy of its reconstructions {:.3}; {} {} steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
         report.autoencoder_psnr,
         report.autoencoder_joint,
         report.steps,
+        report.sampler,
         report.guidance,
         report.seeds,
         report.sampling_seconds
@@ -259,7 +262,7 @@ pub fn table(report: &Report) -> String {
 /// Writes `eval.json` and `failures.png` (up to 48 failed clips, one per row) into `dir`.
 pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    crate::run::write_atomic(
+    write_atomic(
         &dir.join("eval.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;

@@ -8,12 +8,11 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use dit_data::video::{write_frames, write_gif, write_sheet};
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
-use dit_infer::output::{write_frames, write_gif, write_sheet};
 use dit_infer::pipeline::{GenerateOptions, generate};
-use dit_infer::run::TrainedModel;
 use dit_infer::sampler::SamplerKind;
-use dit_model::Backend;
+use dit_model::{Backend, TrainedModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Generate a video from a text prompt with a trained text-to-video DiT.
@@ -164,10 +163,12 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
         sampling,
         batch,
     };
+    let bar = progress_bar("judged {bar:30} {pos}/{len} clips [{elapsed_precise}]");
     let (report, results) = evaluate(&model, &options, &device, |done, total| {
-        eprint!("\rjudged {}/{total} clips", done.min(total));
+        bar.set_length(total as u64);
+        bar.set_position(done.min(total) as u64);
     })?;
-    eprintln!();
+    bar.finish_and_clear();
     write_report(&report, &results, &report_dir)?;
     print!("{}", table(&report));
     println!("wrote {}", report_dir.join("eval.json").display());
@@ -216,17 +217,10 @@ fn run(args: Args) -> Result<()> {
         seed: args.seed,
     };
 
-    let bar = if std::io::stderr().is_terminal() {
-        ProgressBar::new(args.steps as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("denoising {bar:30} {pos}/{len} [{elapsed_precise}]")
-            .expect("valid template"),
-    );
+    let bar = progress_bar("denoising {bar:30} {pos}/{len} [{elapsed_precise}]");
+    bar.set_length(args.steps as u64);
     let start = Instant::now();
-    let clips = generate(&model, &prompts, &options, &device, |_| bar.inc(1))?;
+    let clips = generate((&model).into(), &prompts, &options, &device, |_| bar.inc(1))?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
 
@@ -243,16 +237,24 @@ fn run(args: Args) -> Result<()> {
         println!("wrote {}", sheet.display());
     }
     println!(
-        "sampled {} clip(s) with {} {} steps, guidance {} on {backend} in {seconds:.2} s",
+        "sampled {} clip(s) with {} {sampler} steps, guidance {} on {backend} in {seconds:.2} s",
         clips.len(),
         options.steps,
-        match sampler {
-            SamplerKind::Ddpm => "DDPM".to_string(),
-            SamplerKind::Ddim { eta } => format!("DDIM (η = {eta})"),
-        },
         options.guidance
     );
     Ok(())
+}
+
+/// A progress bar on standard error when it is a terminal (hidden otherwise, so logs
+/// and tests read clean lines).
+fn progress_bar(template: &str) -> ProgressBar {
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("valid template"));
+    bar
 }
 
 fn main() -> ExitCode {

@@ -5,12 +5,36 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_data::{Clip, video_to_clips};
 use dit_model::noise::gaussian;
+use dit_model::seed::{Stream, rng_for};
 use dit_model::tokenizer::TokenizeError;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use dit_model::{Dit, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
 
-use crate::run::TrainedModel;
 use crate::sampler::{SamplerKind, guide, respace, sample};
+
+/// What generation reads of a trained model, borrowed: training previews pass
+/// the EMA DiT they are training without copying it.
+#[derive(Debug, Clone, Copy)]
+pub struct TextToVideo<'a> {
+    /// The run's spec (latent shape, schedule, latent scale).
+    pub spec: &'a RunSpec,
+    /// The tokenizer.
+    pub tokenizer: &'a Tokenizer,
+    /// The frozen autoencoder (its decoder).
+    pub autoencoder: &'a VideoAutoencoder,
+    /// The DiT.
+    pub dit: &'a Dit,
+}
+
+impl<'a> From<&'a TrainedModel> for TextToVideo<'a> {
+    fn from(model: &'a TrainedModel) -> Self {
+        Self {
+            spec: &model.spec,
+            tokenizer: &model.tokenizer,
+            autoencoder: &model.autoencoder,
+            dit: &model.dit,
+        }
+    }
+}
 
 /// How to sample.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +103,7 @@ impl GenerateOptions {
 
 /// Word ids of `prompts`, `[batch, max_words]`.
 pub fn tokenize(
-    model: &TrainedModel,
+    model: TextToVideo<'_>,
     prompts: &[String],
     device: &Device,
 ) -> Result<Tensor<2, Int>, GenerateError> {
@@ -107,7 +131,7 @@ pub fn tokenize(
 /// Prompt `i` starts from noise seeded by `(seed, i)`, so with a deterministic
 /// sampler its clip does not depend on the other prompts of the batch.
 pub fn generate(
-    model: &TrainedModel,
+    model: TextToVideo<'_>,
     prompts: &[String],
     options: &GenerateOptions,
     device: &Device,
@@ -139,18 +163,13 @@ pub fn generate(
     ];
     let per_item: Vec<Tensor<5>> = (0..batch)
         .map(|i| {
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                options
-                    .seed
-                    .wrapping_add(i as u64)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            let mut rng = rng_for(options.seed, Stream::InitialNoise, i as u64);
             let [_, c, f, h, w] = latent_shape;
             gaussian(&mut rng, [1, c, f, h, w], device)
         })
         .collect();
     let x_t = Tensor::cat(per_item, 0);
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x5EED);
+    let mut rng = rng_for(options.seed, Stream::SamplerNoise, 0);
 
     let prediction = model.spec.diffusion.prediction;
     let eps = |x: Tensor<5>, t: usize| {

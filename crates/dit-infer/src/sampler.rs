@@ -5,6 +5,7 @@
 //! The samplers only see an ε-predictor `(x_t, t) → ε̂`, so they are tested
 //! with an oracle and know nothing of transformers.
 
+use std::fmt;
 use std::str::FromStr;
 
 use burn::tensor::Tensor;
@@ -22,6 +23,15 @@ pub enum SamplerKind {
         /// η ∈ [0, 1].
         eta: f64,
     },
+}
+
+impl fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SamplerKind::Ddpm => f.write_str("DDPM"),
+            SamplerKind::Ddim { eta } => write!(f, "DDIM (η = {eta})"),
+        }
+    }
 }
 
 impl FromStr for SamplerKind {

@@ -1,26 +1,28 @@
 //! End-to-end tests of the `dit-infer` command on a small untrained model:
 //! what a user gets, and the one-line errors for what a user can get wrong.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use burn::tensor::Device;
 use dit_data::vocabulary;
-use dit_infer::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
+use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
 use dit_model::{
-    AutoencoderConfig, DiffusionConfig, DitConfig, ModelConfig, TextEncoderConfig, Tokenizer,
+    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
+    Tokenizer,
 };
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dit-infer-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dit-infer-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 /// A run folder with an untrained 4-frame model (what matters here is the plumbing).
-fn run_folder(name: &str) -> PathBuf {
-    let dir = temp_dir(name);
+fn run_folder(name: &str) -> tempfile::TempDir {
+    let folder = temp_dir(name);
+    let dir = folder.path();
     let device = Device::default();
     let tokenizer = Tokenizer::new(&vocabulary());
     let text = TextEncoderConfig::new(tokenizer.num_ids())
@@ -28,17 +30,23 @@ fn run_folder(name: &str) -> PathBuf {
         .with_depth(1)
         .with_heads(2)
         .with_max_words(12);
-    let dit = DitConfig::new(4, 4, 8, 1, 2, 32, 1, 2, text);
+    // DiT-S's layout (patch 1×2×2) over a 4×4×8×8 latent, one narrow block.
+    let dit = DitConfig {
+        hidden: 32,
+        depth: 1,
+        heads: 2,
+        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
+    };
     let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
     let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0);
-    write_spec(&dir, &spec, &tokenizer).unwrap();
+    write_spec(dir, &spec, &tokenizer).unwrap();
     save_module(
         &model.autoencoder.init(&device).unwrap(),
         &dir.join(AUTOENCODER_FILE),
     )
     .unwrap();
     save_module(&model.dit.init(&device).unwrap(), &dir.join(DIT_FILE)).unwrap();
-    dir
+    folder
 }
 
 fn dit_infer(args: &[&str]) -> Output {
@@ -64,7 +72,8 @@ fn gif_frames(path: &Path) -> (u16, u16, usize) {
 
 #[test]
 fn writes_a_gif_with_the_configured_frames_and_size() {
-    let run = run_folder("gif");
+    let run_guard = run_folder("gif");
+    let run = run_guard.path().to_path_buf();
     let out = run.join("clip.gif");
     let sheet = run.join("sheet.png");
     let frames = run.join("frames");
@@ -93,12 +102,12 @@ fn writes_a_gif_with_the_configured_frames_and_size() {
         stdout.contains("wrote") && stdout.contains("sampled 1 clip(s) with 3 DDIM"),
         "{stdout}"
     );
-    std::fs::remove_dir_all(run).ok();
 }
 
 #[test]
 fn batch_mode_writes_one_gif_per_line_and_matches_single_prompts() {
-    let run = run_folder("batch");
+    let run_guard = run_folder("batch");
+    let run = run_guard.path().to_path_buf();
     let prompts = run.join("prompts.txt");
     std::fs::write(
         &prompts,
@@ -152,7 +161,6 @@ fn batch_mode_writes_one_gif_per_line_and_matches_single_prompts() {
         std::fs::read(&single).unwrap(),
         std::fs::read(&again).unwrap()
     );
-    std::fs::remove_dir_all(run).ok();
 }
 
 /// Runs `dit-infer` expecting a one-line error containing `needle`.
@@ -171,7 +179,8 @@ fn expect_error(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let run = run_folder("errors");
+    let run_guard = run_folder("errors");
+    let run = run_guard.path().to_path_buf();
     let ckpt = run.to_str().unwrap().to_string();
     let out = run.join("x.gif");
     let out = out.to_str().unwrap();
@@ -228,7 +237,6 @@ fn bad_input_is_a_clear_error() {
         .concat(),
         "does not exist",
     );
-    std::fs::remove_dir_all(run).ok();
 }
 
 /// Damages a run folder.
@@ -275,7 +283,8 @@ fn broken_checkpoints_are_a_clear_error() {
         ),
     ];
     for (name, break_it, needle) in cases {
-        let run = run_folder(name);
+        let run_guard = run_folder(name);
+        let run = run_guard.path().to_path_buf();
         break_it(&run);
         let out = run.join("x.gif");
         expect_error(
@@ -291,6 +300,28 @@ fn broken_checkpoints_are_a_clear_error() {
             .concat(),
             needle,
         );
-        std::fs::remove_dir_all(run).ok();
     }
+}
+
+/// The README's first command, end to end: the shipped checkpoint turns the prompt into
+/// a clip that the pixel judge reads as that prompt.
+#[test]
+fn the_shipped_checkpoint_generates_what_the_prompt_says() {
+    let dir = temp_dir("shipped");
+    let out = dir.path().join("out.gif");
+    let prompt = "a red circle moving right";
+    let o = dit_infer(&["--prompt", prompt, "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 8 frames of 32×32, written magnified ×4.
+    assert_eq!(gif_frames(&out), (128, 128, 8));
+    let clip = dit_data::video::read_clip(&out, 8, 32).unwrap();
+    let wanted = dit_data::Composition::parse_caption(prompt).unwrap();
+    let judged = dit_data::judge_clip(&clip);
+    assert!(
+        judged.matches(&wanted).all(),
+        "judged {:?}, {:?}, {:?}",
+        judged.colour,
+        judged.shape,
+        judged.direction
+    );
 }

@@ -37,7 +37,7 @@ fn expand_key_mask(mask: Tensor<2, Bool>, heads: usize, queries: usize) -> Tenso
 /// - q: `[batch, queries, width]`, k and v: `[batch, keys, width]`
 /// - key_padding: `[batch, keys]`, true where a key must be ignored
 /// - output: `[batch, queries, width]`
-pub fn multi_head_attention(
+pub(crate) fn multi_head_attention(
     q: Tensor<3>,
     k: Tensor<3>,
     v: Tensor<3>,

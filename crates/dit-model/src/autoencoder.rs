@@ -15,7 +15,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::config::{ConfigError, require_positive};
+use crate::validate::{ConfigError, require_positive};
 
 /// Hyper-parameters of the [`VideoAutoencoder`].
 #[derive(Config, Debug, PartialEq)]

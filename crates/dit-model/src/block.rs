@@ -14,7 +14,7 @@ use crate::layers::{Mlp, layer_norm, modulate, zero_linear};
 use crate::text::TextFeatures;
 
 /// LayerNorm epsilon of the DiT blocks and final layer.
-pub const NORM_EPS: f64 = 1e-6;
+pub(crate) const NORM_EPS: f64 = 1e-6;
 
 /// Splits `[batch, n·hidden]` into `n` tensors `[batch, hidden]`.
 pub fn chunks<const N: usize>(x: Tensor<2>) -> [Tensor<2>; N] {

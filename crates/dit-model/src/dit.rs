@@ -1,18 +1,112 @@
 //! The Diffusion Transformer: patch-embed → + positions → blocks conditioned on
-//! `c = t_emb + pooled_text` → final layer → unpatchify.
+//! `c = t_emb + pooled_text` → final layer → unpatchify; its config and the
+//! published sizes.
 
+use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::block::DitBlock;
-use crate::config::{ConfigError, DitConfig};
 use crate::final_layer::FinalLayer;
 use crate::patch::{PatchEmbed, unpatchify};
 use crate::pos_embed::PositionTable;
-use crate::text::{TextEncoder, TextFeatures};
+use crate::text::{TextEncoder, TextEncoderConfig, TextFeatures};
 use crate::timestep::TimestepEmbedder;
+use crate::validate::{ConfigError, require_divides, require_positive};
+
+/// Hyper-parameters of the Diffusion Transformer.
+#[derive(Config, Debug, PartialEq)]
+pub struct DitConfig {
+    /// Channels of the latent video the DiT denoises.
+    pub latent_channels: usize,
+    /// Frames of the latent video.
+    pub latent_frames: usize,
+    /// Height and width of the latent video.
+    pub latent_size: usize,
+    /// Frames per spacetime patch (`pt`).
+    pub patch_frames: usize,
+    /// Rows and columns per spacetime patch (`ph = pw`).
+    pub patch_size: usize,
+    /// Token width of the transformer.
+    pub hidden: usize,
+    /// Number of `DitBlock`s.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub heads: usize,
+    /// Hidden width of the pointwise MLP, as a multiple of `hidden`.
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    /// Adds cross-attention to the text tokens in every block.
+    #[config(default = false)]
+    pub cross_attention: bool,
+    /// The prompt encoder.
+    pub text: TextEncoderConfig,
+}
 
 impl DitConfig {
+    /// Tokens per clip: `(F/pt)·(H/ph)·(W/pw)`.
+    pub fn num_tokens(&self) -> usize {
+        self.grid().iter().product()
+    }
+
+    /// Patch grid `[frames, rows, columns]`.
+    pub fn grid(&self) -> [usize; 3] {
+        [
+            self.latent_frames / self.patch_frames,
+            self.latent_size / self.patch_size,
+            self.latent_size / self.patch_size,
+        ]
+    }
+
+    /// Values per patch: `C·pt·ph·pw`.
+    pub fn patch_dim(&self) -> usize {
+        self.latent_channels * self.patch_frames * self.patch_size * self.patch_size
+    }
+
+    /// Width of the MLP's hidden layer.
+    pub fn mlp_hidden(&self) -> usize {
+        (self.hidden as f64 * self.mlp_ratio).round() as usize
+    }
+
+    /// Checks every constraint the modules rely on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require_positive("latent_channels", self.latent_channels)?;
+        require_positive("latent_frames", self.latent_frames)?;
+        require_positive("latent_size", self.latent_size)?;
+        require_positive("depth", self.depth)?;
+        require_divides(
+            "patch_frames",
+            self.patch_frames,
+            "latent_frames",
+            self.latent_frames,
+        )?;
+        require_divides(
+            "patch_size",
+            self.patch_size,
+            "latent_size",
+            self.latent_size,
+        )?;
+        require_positive("hidden", self.hidden)?;
+        require_divides("heads", self.heads, "hidden", self.hidden)?;
+        if !self.hidden.is_multiple_of(16) {
+            return Err(ConfigError::new(
+                "hidden",
+                format!(
+                    "= {} must be a multiple of 16 (the 3D sin-cos position embedding gives \
+                     hidden/4 to frames and 3·hidden/8 to rows and to columns, each even)",
+                    self.hidden
+                ),
+            ));
+        }
+        if !(self.mlp_ratio.is_finite() && self.mlp_ratio > 0.0) {
+            return Err(ConfigError::new(
+                "mlp_ratio",
+                format!("must be positive, got {}", self.mlp_ratio),
+            ));
+        }
+        self.text.validate().map_err(|e| e.within("text"))
+    }
+
     /// Builds the DiT with DiT's initialisation (Xavier Linear layers,
     /// N(0, 0.02²) timestep MLP, zero adaLN and final layer).
     pub fn init(&self, device: &Device) -> Result<Dit, ConfigError> {
@@ -40,6 +134,57 @@ impl DitConfig {
             hidden: self.hidden,
             latent_channels: self.latent_channels,
         })
+    }
+
+    /// A DiT of the given published size (`S`, `B`, `L`, `XL`, Peebles & Xie 2023,
+    /// table 1) with cubic patch `patch` over a latent of the given shape.
+    pub fn preset(
+        size: DitSize,
+        patch: usize,
+        latent_channels: usize,
+        latent_frames: usize,
+        latent_size: usize,
+        text: TextEncoderConfig,
+    ) -> Self {
+        let (hidden, depth, heads) = size.dims();
+        DitConfig {
+            latent_channels,
+            latent_frames,
+            latent_size,
+            patch_frames: 1,
+            patch_size: patch,
+            hidden,
+            depth,
+            heads,
+            mlp_ratio: 4.0,
+            cross_attention: false,
+            text,
+        }
+    }
+}
+
+/// The model sizes of the DiT paper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DitSize {
+    /// DiT-S: hidden 384, depth 12, 6 heads.
+    S,
+    /// DiT-B: hidden 768, depth 12, 12 heads.
+    B,
+    /// DiT-L: hidden 1024, depth 24, 16 heads.
+    L,
+    /// DiT-XL: hidden 1152, depth 28, 16 heads.
+    XL,
+}
+
+impl DitSize {
+    /// `(hidden, depth, heads)` of this size.
+    pub fn dims(self) -> (usize, usize, usize) {
+        match self {
+            DitSize::S => (384, 12, 6),
+            DitSize::B => (768, 12, 12),
+            DitSize::L => (1024, 24, 16),
+            DitSize::XL => (1152, 28, 16),
+        }
     }
 }
 
@@ -76,13 +221,15 @@ impl Dit {
         self.text_encoder.forward(tokens)
     }
 
-    /// Predicts the noise in `latent` at diffusion step `t` given the prompt.
+    /// Predicts, from the noised `latent` at diffusion step `t` and the prompt, what
+    /// the model was trained to predict: the noise ε or the velocity v
+    /// ([`Prediction`](crate::Prediction) of the run's diffusion config).
     ///
     /// # Shapes
     /// - latent: `[batch, C, F, H, W]` (the configured latent shape)
     /// - t: `[batch]`, diffusion steps in `[0, T)` (float: respaced steps may be fractional)
     /// - text: features of `batch` prompts from [`Dit::encode_text`]
-    /// - output: `[batch, C, F, H, W]`, the predicted noise ε
+    /// - output: `[batch, C, F, H, W]`, the predicted ε or v
     pub fn forward(&self, latent: Tensor<5>, t: Tensor<1>, text: &TextFeatures) -> Tensor<5> {
         let device = latent.device();
         let patch = self.x_embedder.patch;
@@ -101,24 +248,24 @@ impl Dit {
 mod tests {
     use super::*;
     use crate::block::DitBlock;
-    use crate::text::TextEncoderConfig;
     use crate::weights::named_parameters;
     use burn::optim::{AdamWConfig, GradientsParams};
     use burn::tensor::{Distribution, Int, TensorData, Tolerance};
 
     fn config(cross_attention: bool) -> DitConfig {
-        DitConfig::new(
-            4,
-            4,
-            8,
-            1,
-            2,
-            32,
-            2,
-            4,
-            TextEncoderConfig::new(10).with_width(16).with_max_words(6),
-        )
-        .with_cross_attention(cross_attention)
+        DitConfig {
+            latent_channels: 4,
+            latent_frames: 4,
+            latent_size: 8,
+            patch_frames: 1,
+            patch_size: 2,
+            hidden: 32,
+            depth: 2,
+            heads: 4,
+            mlp_ratio: 4.0,
+            cross_attention,
+            text: TextEncoderConfig::new(10).with_width(16).with_max_words(6),
+        }
     }
 
     fn tokens(device: &Device) -> Tensor<2, Int> {
@@ -216,5 +363,93 @@ mod tests {
             .filter(|(x, y)| x.1 != y.1)
             .map(|(x, _)| x.0.clone())
             .collect()
+    }
+
+    fn tiny() -> DitConfig {
+        DitConfig {
+            latent_channels: 4,
+            latent_frames: 8,
+            latent_size: 8,
+            patch_frames: 1,
+            patch_size: 2,
+            hidden: 128,
+            depth: 4,
+            heads: 4,
+            mlp_ratio: 4.0,
+            cross_attention: false,
+            text: TextEncoderConfig::new(20),
+        }
+    }
+
+    #[test]
+    fn derived_sizes() {
+        let c = tiny();
+        assert_eq!(c.grid(), [8, 4, 4]);
+        assert_eq!(c.num_tokens(), 128);
+        assert_eq!(c.patch_dim(), 16);
+        assert_eq!(c.mlp_hidden(), 512);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        let err = DitConfig { heads: 3, ..tiny() }.validate().unwrap_err();
+        assert_eq!(err.field, "heads");
+        assert!(
+            err.to_string().contains("must divide hidden = 128"),
+            "{err}"
+        );
+        assert_eq!(
+            DitConfig {
+                patch_size: 3,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "patch_size"
+        );
+        assert_eq!(
+            DitConfig {
+                patch_frames: 3,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "patch_frames"
+        );
+        assert_eq!(
+            DitConfig { depth: 0, ..tiny() }
+                .validate()
+                .unwrap_err()
+                .field,
+            "depth"
+        );
+        assert_eq!(
+            DitConfig {
+                hidden: 136,
+                ..tiny()
+            }
+            .validate()
+            .unwrap_err()
+            .field,
+            "hidden"
+        );
+        assert_eq!(
+            tiny().with_mlp_ratio(-1.0).validate().unwrap_err().field,
+            "mlp_ratio"
+        );
+    }
+
+    #[test]
+    fn presets_have_the_published_sizes() {
+        for size in [DitSize::S, DitSize::B, DitSize::L, DitSize::XL] {
+            for patch in [2, 4, 8] {
+                let c = DitConfig::preset(size, patch, 4, 16, 32, TextEncoderConfig::new(20));
+                c.validate().unwrap();
+                assert_eq!(c.hidden, size.dims().0);
+            }
+        }
     }
 }

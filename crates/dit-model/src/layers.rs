@@ -36,7 +36,7 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 }
 
 /// A Linear layer with Xavier-uniform weights and zero bias (DiT's initialisation).
-pub fn xavier_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
+pub(crate) fn xavier_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_input, d_output)
         .with_initializer(Initializer::XavierUniform { gain: 1.0 })
         .init(device);
@@ -45,7 +45,7 @@ pub fn xavier_linear(d_input: usize, d_output: usize, device: &Device) -> Linear
 }
 
 /// A Linear layer whose weight and bias are zero (adaLN-Zero, final layer).
-pub fn zero_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
+pub(crate) fn zero_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
     LinearConfig::new(d_input, d_output)
         .with_initializer(Initializer::Zeros)
         .init(device)

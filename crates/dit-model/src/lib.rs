@@ -9,9 +9,11 @@
 //! | prompt → word features + pooled vector | [`tokenizer`], [`text`] |
 //! | adaLN-Zero transformer block | [`block`], [`attention`], [`layers`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
-//! | the whole network | [`dit`] |
+//! | the whole network and its config, published sizes | [`dit`] |
 //! | forward noising process | [`schedule`] |
-//! | configs, validation, published sizes | [`config`] |
+//! | config errors and shared checks | [`validate`] |
+//! | the run folder: layout, spec, checkpoints, atomic writes | [`run`] |
+//! | named random streams (one home for every seed) | [`seed`] |
 //! | PyTorch-named safetensors import/export | [`weights`] |
 //! | choosing a backend | [`backend`] |
 //! | seeded host-side Gaussian noise | [`noise`] |
@@ -20,23 +22,26 @@ pub mod attention;
 pub mod autoencoder;
 pub mod backend;
 pub mod block;
-pub mod config;
 pub mod dit;
 pub mod final_layer;
 pub mod layers;
 pub mod noise;
 pub mod patch;
 pub mod pos_embed;
+pub mod run;
 pub mod schedule;
+pub mod seed;
 pub mod text;
 pub mod timestep;
 pub mod tokenizer;
+pub mod validate;
 pub mod weights;
 
 pub use autoencoder::{AutoencoderConfig, VideoAutoencoder};
 pub use backend::Backend;
-pub use config::{ConfigError, DitConfig, DitSize, ModelConfig};
-pub use dit::Dit;
+pub use dit::{Dit, DitConfig, DitSize};
+pub use run::{ModelConfig, RunSpec, TrainedModel};
 pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule, Prediction};
 pub use text::{TextEncoder, TextEncoderConfig, TextFeatures};
 pub use tokenizer::{TokenizeError, Tokenizer};
+pub use validate::ConfigError;

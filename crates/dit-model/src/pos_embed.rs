@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 /// 1D sin-cos embedding of `positions`, `dim` channels each (`dim` even).
 ///
 /// Returns `positions.len() × dim` values, row-major.
-pub fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
+pub(crate) fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
     assert!(
         dim.is_multiple_of(2),
         "sin-cos embedding needs an even width, got {dim}"
@@ -30,7 +30,7 @@ pub fn sincos_1d(dim: usize, positions: &[f64]) -> Vec<f64> {
 }
 
 /// Channel split `[frames, rows, columns]` of a `hidden`-wide embedding.
-pub fn axis_widths(hidden: usize) -> [usize; 3] {
+pub(crate) fn axis_widths(hidden: usize) -> [usize; 3] {
     let frame = hidden / 4;
     let spatial = (hidden - frame) / 2;
     [frame, spatial, spatial]

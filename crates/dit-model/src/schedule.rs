@@ -5,7 +5,7 @@
 use burn::config::Config;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::config::ConfigError;
+use crate::validate::ConfigError;
 
 /// How β_t grows with t.
 #[derive(Config, Debug, PartialEq, Copy)]

@@ -12,9 +12,9 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::attention::SelfAttention;
-use crate::config::{ConfigError, require_divides, require_positive};
 use crate::layers::{Mlp, xavier_linear};
 use crate::tokenizer::PAD_ID;
+use crate::validate::{ConfigError, require_divides, require_positive};
 
 /// Hyper-parameters of the [`TextEncoder`].
 #[derive(Config, Debug, PartialEq)]

@@ -10,12 +10,19 @@ pub const FREQUENCY_DIM: usize = 256;
 
 /// Sinusoidal features `[cos(t·ω_i), sin(t·ω_i)]`, `ω_i = 10000^(-i/(dim/2))`.
 ///
+/// The exponent `-ln(10000)·i / half` is computed in `f32`, operation by
+/// operation, as the official DiT's `TimestepEmbedder` computes it, so that
+/// ported weights see the same features; its `exp` is rounded correctly (from
+/// `f64`), because platforms' `f32` exp functions differ by one ulp on a few
+/// frequencies, which at t ≈ 1000 is already 1e-4 rad of phase.
+///
 /// # Shapes
 /// - t: `[batch]` (float, so respaced steps may be fractional) → `[batch, dim]`
 pub fn timestep_features(t: Tensor<1>, dim: usize) -> Tensor<2> {
     let half = dim / 2;
+    let log_period = -(10000f64.ln() as f32);
     let freqs: Vec<f32> = (0..half)
-        .map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp() as f32)
+        .map(|i| ((log_period * i as f32 / half as f32) as f64).exp() as f32)
         .collect();
     let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &t.device());
     let args = t.unsqueeze_dim::<2>(1) * freqs.unsqueeze_dim(0); // [batch, half]

@@ -22,7 +22,19 @@ fn reference_config() -> DitConfig {
         .with_width(16)
         .with_depth(2)
         .with_heads(2);
-    DitConfig::new(4, 4, 8, 2, 2, 32, 2, 4, text).with_cross_attention(true)
+    DitConfig {
+        latent_channels: 4,
+        latent_frames: 4,
+        latent_size: 8,
+        patch_frames: 2,
+        patch_size: 2,
+        hidden: 32,
+        depth: 2,
+        heads: 4,
+        mlp_ratio: 4.0,
+        cross_attention: true,
+        text,
+    }
 }
 
 fn read(tensors: &SafeTensors, name: &str) -> (Vec<usize>, Vec<u8>) {
@@ -76,7 +88,8 @@ fn safetensors_export_round_trips_and_uses_pytorch_names() {
         &fixture("reference_dit.safetensors"),
     )
     .unwrap();
-    let path = std::env::temp_dir().join(format!("dit-export-{}.safetensors", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.safetensors");
     save_pytorch_safetensors(&dit, &path).unwrap();
 
     // Same tensor names and bytes as the file PyTorch wrote.
@@ -103,7 +116,6 @@ fn safetensors_export_round_trips_and_uses_pytorch_names() {
     // And loading the export gives the same parameters.
     let back = load_pytorch_safetensors(reference_config().init(&device).unwrap(), &path).unwrap();
     assert_eq!(named_parameters(&back), named_parameters(&dit));
-    std::fs::remove_file(path).ok();
 }
 
 #[test]

@@ -4,52 +4,26 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use dit_data::moving_shapes::splitmix64;
+use dit_data::video::write_png;
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
-use dit_infer::run::{AUTOENCODER_FILE, load_module, save_module, write_atomic};
 use dit_model::VideoAutoencoder;
 use dit_model::noise::gaussian;
+use dit_model::run::{
+    AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE, AutoencoderReport, RunError, load_module,
+    loss_paths, read_autoencoder_report, write_autoencoder,
+};
 use dit_model::schedule::per_sample;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use dit_model::seed::{Stream, rng_for, seed_for};
+use rand::Rng;
 
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
+use crate::lr_schedule::cosine_lr;
 use crate::progress::{LossLog, Progress, plot_loss};
-
-/// Stage 1's report, saved as `autoencoder.json`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct AutoencoderReport {
-    /// Reconstruction PSNR (dB) of the 8-bit decoded evaluation clips.
-    pub psnr: f64,
-    /// 1 / standard deviation of the latents of the evaluation clips.
-    pub latent_scale: f64,
-    /// Optimiser steps of stage 1.
-    pub steps: usize,
-    /// Optimiser steps of decoder fine-tuning after stage 1 (encoder frozen).
-    #[serde(default)]
-    pub decoder_steps: usize,
-    /// Largest latent noise (in units of the normalised latent the DiT sees) of the
-    /// last decoder fine-tuning; 0 when it decoded clean latents only.
-    #[serde(default)]
-    pub decoder_latent_noise: f64,
-    /// Training seconds.
-    pub seconds: f64,
-}
-
-/// File of [`AutoencoderReport`] in the run folder.
-pub const REPORT_FILE: &str = "autoencoder.json";
-
-/// Learning rate at `step`: cosine decay from `peak` to 10% of it.
-pub fn cosine_lr(peak: f64, step: usize, total: usize) -> f64 {
-    let progress = step as f64 / total.max(1) as f64;
-    peak * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
-}
 
 /// Video tensor `[n, 3, F, H, W]` of `n` clips, with their captions tokenized.
 fn videos(
@@ -120,7 +94,7 @@ pub fn train(
         decoder_steps: 0,
         decoder_latent_noise: 0.0,
     };
-    save(&ae, &report, run_dir)?;
+    write_autoencoder(run_dir, &ae, &report)?;
     Ok(report)
 }
 
@@ -175,9 +149,9 @@ pub fn finetune_decoder(
         seconds: before.seconds + seconds,
         decoder_steps: before.decoder_steps + steps,
         decoder_latent_noise: latent_noise,
-        ..before.clone()
+        ..before
     };
-    save(&ae, &report, run_dir)?;
+    write_autoencoder(run_dir, &ae, &report)?;
     Ok((before, report))
 }
 
@@ -223,10 +197,8 @@ fn fit(
     let settings = &config.autoencoder_training;
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
     let mut optim = AdamConfig::new().init();
-    let log = LossLog::open(
-        &run_dir.join(format!("{}.csv", schedule.log_name)),
-        schedule.log_offset,
-    )?;
+    let (log_path, plot_path) = loss_paths(run_dir, schedule.log_name);
+    let log = LossLog::open(&log_path, schedule.log_offset)?;
     let progress = Progress::new("autoencoder", 0, schedule.steps);
     for step in 0..schedule.steps {
         // One random frame from each of `batch_size` clips: the autoencoder codes
@@ -235,8 +207,8 @@ fn fit(
             .map(|j| {
                 let index = (schedule.first_step + step) * settings.batch_size + j;
                 let mut item = source.train_item(index, config.seed);
-                let frame =
-                    (splitmix64(config.seed ^ index as u64) % item.clip.frames as u64) as usize;
+                let frame = (seed_for(config.seed, Stream::AutoencoderFrame, index as u64)
+                    % item.clip.frames as u64) as usize;
                 item.clip = Clip {
                     frames: 1,
                     pixels: item.clip.frame(frame).to_vec(),
@@ -249,9 +221,8 @@ fn fit(
         let moments = ae.encode(video.clone());
         let latent = moments.sample(); // [batch, C, 1, h, w]
         let latent = if schedule.latent_noise > 0.0 {
-            let step_seed =
-                splitmix64(config.seed ^ splitmix64((schedule.first_step + step) as u64));
-            let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+            let step = (schedule.first_step + step) as u64;
+            let mut rng = rng_for(config.seed, Stream::AutoencoderStep, step);
             let dims = latent.dims();
             let sigma = per_sample::<5>(
                 (0..dims[0]).map(|_| (rng.random::<f32>() * schedule.latent_noise as f32) as f64),
@@ -279,27 +250,12 @@ fn fit(
     }
     progress.finish();
     let (w, h) = (640, 320);
-    dit_infer::output::write_png(
-        &run_dir.join(format!("{}.png", schedule.log_name)),
-        w,
-        h,
-        &plot_loss(&log.points(), w, h),
-    )?;
+    write_png(&plot_path, w, h, &plot_loss(&log.points(), w, h))?;
     Ok((ae.valid(), progress.elapsed()))
 }
 
-/// Writes `autoencoder.bpk` and `autoencoder.json` (each atomically).
-fn save(ae: &VideoAutoencoder, report: &AutoencoderReport, run_dir: &Path) -> Result<()> {
-    save_module(ae, &run_dir.join(AUTOENCODER_FILE))?;
-    write_atomic(
-        &run_dir.join(REPORT_FILE),
-        serde_json::to_string_pretty(report)?.as_bytes(),
-    )?;
-    Ok(())
-}
-
 /// Loads the frozen autoencoder and its report from a run folder.
-pub fn load_frozen(
+pub(crate) fn load_frozen(
     config: &ExperimentConfig,
     run_dir: &Path,
     device: &Device,
@@ -314,15 +270,13 @@ fn load(
     run_dir: &Path,
     device: &Device,
 ) -> Result<(VideoAutoencoder, AutoencoderReport)> {
-    let report_path = run_dir.join(REPORT_FILE);
-    let text = std::fs::read_to_string(&report_path).with_context(|| {
-        format!(
+    let report = match read_autoencoder_report(run_dir) {
+        Err(RunError::MissingFile { .. } | RunError::MissingFolder(_)) => bail!(
             "{} is missing: train the autoencoder first (`dit-train autoencoder`)",
-            report_path.display()
-        )
-    })?;
-    let report: AutoencoderReport = serde_json::from_str(&text)
-        .with_context(|| format!("{} is corrupt", report_path.display()))?;
+            run_dir.join(AUTOENCODER_REPORT_FILE).display()
+        ),
+        report => report?,
+    };
     let ae = config.model.autoencoder.init(device)?;
     let ae = load_module(ae, &run_dir.join(AUTOENCODER_FILE))?;
     Ok((ae, report))
@@ -333,15 +287,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cosine_schedule_endpoints() {
-        assert_eq!(cosine_lr(1.0, 0, 100), 1.0);
-        assert!((cosine_lr(1.0, 100, 100) - 0.1).abs() < 1e-12);
-        assert!((cosine_lr(1.0, 50, 100) - 0.55).abs() < 1e-12);
-    }
-
-    #[test]
     fn psnr_of_clips_closed_form() {
-        let mut a = dit_data::Clip::black(1, 1, 2);
+        let mut a = Clip::black(1, 1, 2);
         let b = a.clone();
         assert_eq!(
             psnr(std::slice::from_ref(&a), std::slice::from_ref(&b)),

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use burn::config::Config;
 use dit_data::MovingShapesConfig;
-use dit_model::config::{ConfigError, from_toml, require_positive};
+use dit_model::validate::{ConfigError, require_in_range, require_positive};
 use dit_model::{DiffusionConfig, ModelConfig};
+use serde::de::DeserializeOwned;
 
 /// Where the training clips come from.
 #[derive(Config, Debug)]
@@ -75,7 +76,9 @@ pub struct ExperimentConfig {
     pub seed: u64,
     /// Training clips.
     pub data: DataConfig,
-    /// Autoencoder and DiT (`model.dit.text.vocab_size = 0`: from the data's vocabulary).
+    /// Autoencoder and DiT. The DiT's latent shape is not written in the file: it
+    /// follows from `data.shapes` and the autoencoder. `model.dit.text.vocab_size = 0`
+    /// takes the vocabulary size from the data.
     pub model: ModelConfig,
     /// Noise schedule.
     pub diffusion: DiffusionConfig,
@@ -85,16 +88,6 @@ pub struct ExperimentConfig {
     pub dit_training: DitTrainingConfig,
     /// Guidance scale for previews and the default of `dit-infer`.
     pub guidance: f64,
-}
-
-fn in_range(field: &str, value: f64, low: f64, high: f64) -> Result<(), ConfigError> {
-    if !(value.is_finite() && value >= low && value <= high) {
-        return Err(ConfigError::new(
-            field,
-            format!("must be in [{low}, {high}], got {value}"),
-        ));
-    }
-    Ok(())
 }
 
 impl ExperimentConfig {
@@ -111,14 +104,22 @@ impl ExperimentConfig {
 
     /// Parses and validates the text of a config file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = from_toml(text)?;
+        let mut table = parse_table(text)?;
+        insert_latent_shape(&mut table);
+        let config: Self = from_table(table)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// The config as TOML.
+    /// The config as TOML, as a user writes it (without the derived latent shape).
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("configs serialise to TOML")
+        let mut table = toml::Table::try_from(self).expect("configs serialise to TOML");
+        if let Some(dit) = dit_table(&mut table) {
+            for key in LATENT_KEYS {
+                dit.remove(key);
+            }
+        }
+        toml::to_string_pretty(&table).expect("configs serialise to TOML")
     }
 
     /// Checks every section.
@@ -142,26 +143,122 @@ impl ExperimentConfig {
         require_positive("autoencoder_training.batch_size", ae.batch_size)?;
         require_positive("autoencoder_training.eval_clips", ae.eval_clips)?;
         require_positive("autoencoder_training.log_every", ae.log_every)?;
-        in_range(
+        require_in_range(
             "autoencoder_training.learning_rate",
             ae.learning_rate,
             1e-8,
             1.0,
         )?;
-        in_range("autoencoder_training.kl_weight", ae.kl_weight, 0.0, 1e3)?;
+        require_in_range("autoencoder_training.kl_weight", ae.kl_weight, 0.0, 1e3)?;
 
         let d = &self.dit_training;
         require_positive("dit_training.batch_size", d.batch_size)?;
         require_positive("dit_training.train_clips", d.train_clips)?;
         require_positive("dit_training.checkpoint_every", d.checkpoint_every)?;
         require_positive("dit_training.log_every", d.log_every)?;
-        in_range("dit_training.learning_rate", d.learning_rate, 1e-8, 1.0)?;
-        in_range("dit_training.weight_decay", d.weight_decay, 0.0, 1.0)?;
-        in_range("dit_training.grad_clip", d.grad_clip, 0.0, 1e6)?;
-        in_range("dit_training.ema_decay", d.ema_decay, 0.0, 1.0)?;
-        in_range("dit_training.caption_dropout", d.caption_dropout, 0.0, 1.0)?;
-        in_range("dit_training.min_snr_gamma", d.min_snr_gamma, 0.0, 1e6)?;
-        in_range("guidance", self.guidance, 0.0, 100.0)
+        require_in_range("dit_training.learning_rate", d.learning_rate, 1e-8, 1.0)?;
+        require_in_range("dit_training.weight_decay", d.weight_decay, 0.0, 1.0)?;
+        require_in_range("dit_training.grad_clip", d.grad_clip, 0.0, 1e6)?;
+        require_in_range("dit_training.ema_decay", d.ema_decay, 0.0, 1.0)?;
+        require_in_range("dit_training.caption_dropout", d.caption_dropout, 0.0, 1.0)?;
+        require_in_range("dit_training.min_snr_gamma", d.min_snr_gamma, 0.0, 1e6)?;
+        require_in_range("guidance", self.guidance, 0.0, 100.0)
+    }
+}
+
+/// The keys of `[model.dit]` that follow from the autoencoder and the clip shape.
+const LATENT_KEYS: [&str; 3] = ["latent_channels", "latent_frames", "latent_size"];
+
+/// The `[model.dit]` table of a config, if it has one.
+fn dit_table(table: &mut toml::Table) -> Option<&mut toml::Table> {
+    table
+        .get_mut("model")?
+        .as_table_mut()?
+        .get_mut("dit")?
+        .as_table_mut()
+}
+
+/// Fills `model.dit.latent_*` with the shape of the autoencoder's latents
+/// (`[latent_channels, frames, size / 2^downsamplings]`), where the file does
+/// not give them. Values the file gives are kept, and checked against the
+/// autoencoder by validation. Nothing is filled when a value it needs is missing
+/// or not a number: reading the file then names that value.
+fn insert_latent_shape(table: &mut toml::Table) {
+    let int = |path: &[&str]| -> Option<i64> {
+        let (last, parents) = path.split_last()?;
+        let mut t: &toml::Table = table;
+        for key in parents {
+            t = t.get(*key)?.as_table()?;
+        }
+        t.get(*last)?.as_integer()
+    };
+    let (Some(frames), Some(size), Some(channels), Some(downsamplings)) = (
+        int(&["data", "shapes", "frames"]),
+        int(&["data", "shapes", "size"]),
+        int(&["model", "autoencoder", "latent_channels"]),
+        int(&["model", "autoencoder", "downsamplings"]),
+    ) else {
+        return;
+    };
+    let latent_size = match u32::try_from(downsamplings) {
+        Ok(d) if d < 32 => size >> d,
+        _ => return,
+    };
+    if let Some(dit) = dit_table(table) {
+        for (key, value) in LATENT_KEYS.into_iter().zip([channels, frames, latent_size]) {
+            dit.entry(key).or_insert(toml::Value::Integer(value));
+        }
+    }
+}
+
+/// Parses TOML text into a table; a syntax error names its line.
+fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse().map_err(|e: toml::de::Error| {
+        let line = e
+            .span()
+            .map(|span| format!(" (line {})", text[..span.start].matches('\n').count() + 1))
+            .unwrap_or_default();
+        ConfigError::new(
+            "(file)",
+            format!(
+                "is not valid TOML{line}: {}",
+                e.message().replace('\n', "; ")
+            ),
+        )
+    })
+}
+
+/// Reads `T` from a TOML table. Every field must be given (a config file is the
+/// complete record of a run) and unknown keys, such as typos, are rejected; an
+/// error names the dotted path of its key.
+fn from_table<T: DeserializeOwned>(table: toml::Table) -> Result<T, ConfigError> {
+    let mut unknown = None;
+    let parsed = serde_ignored::deserialize(toml::Value::Table(table), |path| {
+        unknown.get_or_insert_with(|| path.to_string());
+    })
+    .map_err(|e: toml::de::Error| {
+        // The error reads "<what>\nin `a.b.c`" when the key is not at the top level.
+        let text = e.to_string();
+        let mut lines = text.lines();
+        let message = lines.next().unwrap_or_default().to_string();
+        let within = lines
+            .next()
+            .and_then(|l| l.strip_prefix("in `"))
+            .and_then(|l| l.strip_suffix('`'));
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (within, missing) {
+            (Some(path), Some(name)) => format!("{path}.{name}"),
+            (None, Some(name)) => name.to_string(),
+            (Some(path), None) => path.to_string(),
+            (None, None) => "(file)".to_string(),
+        };
+        ConfigError::new(field, format!("cannot be read: {message}"))
+    })?;
+    match unknown {
+        Some(path) => Err(ConfigError::new(path, "is not a known setting (a typo?)")),
+        None => Ok(parsed),
     }
 }
 
@@ -189,8 +286,38 @@ mod tests {
     #[test]
     fn round_trips_through_toml() {
         let c = ExperimentConfig::load(&configs_dir().join("tiny.toml")).unwrap();
-        let back: ExperimentConfig = from_toml(&c.to_toml()).unwrap();
+        let back = ExperimentConfig::parse(&c.to_toml()).unwrap();
         assert_eq!(back.to_toml(), c.to_toml());
+        assert_eq!(back.model, c.model);
+    }
+
+    #[test]
+    fn the_dit_latent_shape_follows_from_the_autoencoder() {
+        let text = std::fs::read_to_string(configs_dir().join("tiny.toml")).unwrap();
+        assert!(!text.contains("latent_frames"));
+        let c = ExperimentConfig::parse(&text).unwrap();
+        let dit = &c.model.dit;
+        // 8 frames of 32×32 through 2 downsamplings into 4 channels.
+        assert_eq!(
+            [dit.latent_channels, dit.latent_frames, dit.latent_size],
+            [4, 8, 8]
+        );
+        let wider = text.replacen("size = 32\n", "size = 64\n", 1);
+        assert_eq!(
+            ExperimentConfig::parse(&wider)
+                .unwrap()
+                .model
+                .dit
+                .latent_size,
+            16
+        );
+        assert!(!c.to_toml().contains("latent_size"));
+        // A shape written in the file must agree with the autoencoder.
+        let given = text.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 8\n", 1);
+        assert_eq!(ExperimentConfig::parse(&given).unwrap().model, c.model);
+        let wrong = text.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 4\n", 1);
+        let err = ExperimentConfig::parse(&wrong).unwrap_err();
+        assert_eq!(err.field, "model.dit.latent_size", "{err}");
     }
 
     #[test]
@@ -218,10 +345,89 @@ mod tests {
         for (from, to, field) in cases {
             assert!(text.contains(from), "tiny.toml has no `{from}`");
             let bad = text.replacen(from, to, 1);
-            let err = from_toml::<ExperimentConfig>(&bad)
-                .and_then(|c| c.validate())
-                .unwrap_err();
+            let err = ExperimentConfig::parse(&bad).unwrap_err();
             assert_eq!(err.field, field, "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod toml_tests {
+    use super::*;
+
+    /// Parses a complete TOML config into `T`, as [`ExperimentConfig::parse`] does.
+    fn from_toml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
+        from_table(parse_table(text)?)
+    }
+    use dit_model::{DitConfig, DitSize, TextEncoderConfig};
+
+    fn text(vocab_size: usize) -> TextEncoderConfig {
+        TextEncoderConfig::new(vocab_size)
+    }
+
+    const TINY: &str = r#"
+latent_channels = 4
+latent_frames = 8
+latent_size = 8
+patch_frames = 1
+patch_size = 2
+hidden = 128
+depth = 4
+heads = 4
+mlp_ratio = 4.0
+cross_attention = false
+[text]
+vocab_size = 20
+max_words = 16
+width = 64
+depth = 2
+heads = 4
+"#;
+
+    #[test]
+    fn reads_a_complete_config() {
+        let c: DitConfig = from_toml(TINY).unwrap();
+        // DiT-S's layout (patch 1×2×2) at the tiny recipe's width and depth.
+        let latent = (4, 8, 8);
+        let small = DitConfig::preset(DitSize::S, 2, latent.0, latent.1, latent.2, text(20));
+        let expected = DitConfig {
+            hidden: 128,
+            depth: 4,
+            heads: 4,
+            ..small
+        };
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn names_the_problem() {
+        let typo = TINY.replace("heads = 4", "heads = 4\nhedas = 2");
+        assert_eq!(from_toml::<DitConfig>(&typo).unwrap_err().field, "hedas");
+        let nested = TINY.replace("vocab_size = 20", "vocab_size = 20\nwidht = 3");
+        assert_eq!(
+            from_toml::<DitConfig>(&nested).unwrap_err().field,
+            "text.widht"
+        );
+        let missing = TINY.replace("hidden = 128\n", "");
+        assert_eq!(
+            from_toml::<DitConfig>(&missing).unwrap_err().field,
+            "hidden"
+        );
+        let wrong_type = TINY.replace("depth = 4", "depth = \"four\"");
+        assert!(
+            from_toml::<DitConfig>(&wrong_type)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid type")
+        );
+        let negative = TINY.replace("depth = 4", "depth = -4");
+        assert_eq!(
+            from_toml::<DitConfig>(&negative).unwrap_err().field,
+            "depth"
+        );
+        assert_eq!(
+            from_toml::<DitConfig>("hidden = [").unwrap_err().field,
+            "(file)"
+        );
     }
 }

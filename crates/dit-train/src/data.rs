@@ -1,9 +1,10 @@
 //! Training clips for both stages: Moving Shapes (default) or a folder of
 //! captioned clips.
 
-use dit_data::moving_shapes::splitmix64;
 use dit_data::{ClipFolder, DataError, MovingShapes, Split, VideoItem, vocabulary};
 use dit_model::Tokenizer;
+use dit_model::seed::{Stream, rng_for};
+use rand::seq::SliceRandom;
 
 use crate::config::ExperimentConfig;
 
@@ -63,11 +64,9 @@ impl ClipSource {
             ClipSource::Folder(folder) => {
                 let n = folder.items().len();
                 let (epoch, i) = (index / n, index % n);
-                // A random permutation per epoch: sort positions by a hash.
+                // A random permutation per epoch.
                 let mut order: Vec<usize> = (0..n).collect();
-                order.sort_by_key(|&j| {
-                    splitmix64(seed ^ splitmix64(epoch as u64) ^ (j as u64).wrapping_mul(0x9E37))
-                });
+                order.shuffle(&mut rng_for(seed, Stream::EpochOrder, epoch as u64));
                 folder.items()[order[i]].clone()
             }
         }

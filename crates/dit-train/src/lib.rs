@@ -3,14 +3,24 @@
 //!
 //! - [`config`]: the experiment config (`configs/*.toml`);
 //! - [`data`]: Moving Shapes or a folder of captioned clips;
-//! - [`autoencoder`]: stage 1, PSNR and the latent scale factor;
-//! - [`trainer`]: stage 2, with EMA, checkpoints and exact resumption;
+//! - [`autoencoder`]: stage 1 and decoder fine-tuning, PSNR and the latent scale factor;
+//! - [`lr_schedule`]: warm-up and cosine decay of the learning rate;
+//! - [`latent_cache`]: stage 2's training latents, encoded once;
+//! - [`loss`]: one step's random draws and the diffusion loss;
+//! - [`checkpoint`]: saving and restoring stage 2's training state;
 //! - [`ema`]: the exponential moving average of the weights;
+//! - [`preview`]: sample sheets during training;
+//! - [`trainer`]: the stage-2 loop;
 //! - [`progress`]: progress bar, loss CSV and loss plot.
 
 pub mod autoencoder;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
+pub mod latent_cache;
+pub mod loss;
+pub mod lr_schedule;
+pub mod preview;
 pub mod progress;
 pub mod trainer;

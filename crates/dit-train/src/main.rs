@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_model::Backend;
+use dit_model::run::{self, CONFIG_FILE};
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
 use dit_train::{autoencoder, trainer};
@@ -27,9 +28,9 @@ struct Args {
     /// Override the config's seed (data, initialisation, noise, sampling).
     #[arg(long)]
     seed: Option<u64>,
-    /// Override the number of DiT training steps.
+    /// Override the number of DiT training steps (`dit_training.steps`).
     #[arg(long)]
-    steps: Option<usize>,
+    dit_steps: Option<usize>,
     /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
     #[arg(long)]
     backend: Option<Backend>,
@@ -47,7 +48,7 @@ enum Stage {
     /// Fine-tune the decoder of a run's autoencoder with its encoder frozen (`--resume RUN`):
     /// the latent space is unchanged, so the run's DiT stays valid and decodes more sharply.
     Decoder {
-        /// Optimiser steps.
+        /// Optimiser steps of the decoder.
         #[arg(long)]
         steps: usize,
         /// Peak learning rate (cosine decay to a tenth of it).
@@ -60,8 +61,6 @@ enum Stage {
         latent_noise: f64,
     },
 }
-
-const CONFIG_FILE: &str = "config.toml";
 
 fn run(args: Args) -> Result<()> {
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
@@ -96,7 +95,7 @@ fn run(args: Args) -> Result<()> {
     if let Some(seed) = args.seed {
         config.seed = seed;
     }
-    if let Some(steps) = args.steps {
+    if let Some(steps) = args.dit_steps {
         config.dit_training.steps = steps;
     }
     config.validate()?;
@@ -128,10 +127,7 @@ fn run(args: Args) -> Result<()> {
     }
     if !resume
         && args.stage != Some(Stage::Autoencoder)
-        && run_dir
-            .join(trainer::TRAIN_DIR)
-            .join(trainer::LATEST_FILE)
-            .exists()
+        && run_dir.join(run::TRAIN_DIR).join(run::LATEST_FILE).exists()
     {
         bail!(
             "{} already holds DiT checkpoints: continue it with `--resume {}` or choose another --out",
@@ -141,7 +137,7 @@ fn run(args: Args) -> Result<()> {
     }
     std::fs::create_dir_all(&run_dir)
         .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
-    dit_infer::run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
+    run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let source = ClipSource::open(&config)?;
     eprintln!(
         "run folder {} · backend {backend} · seed {}",

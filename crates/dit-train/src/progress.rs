@@ -216,14 +216,14 @@ mod tests {
 
     #[test]
     fn log_drops_lines_past_the_resumed_step() {
-        let path = std::env::temp_dir().join(format!("dit-loss-{}.csv", std::process::id()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("loss.csv");
         let log = LossLog::open(&path, 0).unwrap();
         for step in [10, 20, 30] {
             log.append(step, 0.5, 1e-3, 1.0).unwrap();
         }
         let log = LossLog::open(&path, 20).unwrap();
         assert_eq!(log.points(), vec![(10.0, 0.5), (20.0, 0.5)]);
-        fs::remove_file(path).ok();
     }
 
     #[test]

@@ -5,18 +5,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use dit_infer::run::load_module;
+use dit_model::run::load_module;
 use dit_model::weights::named_parameters;
 
 fn micro() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/micro.toml")
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dit-train-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dit-train-cli-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn dit_train(args: &[&str]) -> Output {
@@ -43,7 +43,8 @@ fn long_micro(dir: &Path) -> PathBuf {
 
 #[test]
 fn killed_training_resumes_to_the_same_weights() {
-    let dir = temp_dir("kill");
+    let dir_guard = temp_dir("kill");
+    let dir = dir_guard.path().to_path_buf();
     let config = long_micro(&dir);
     let straight = dir.join("straight");
     let killed = dir.join("killed");
@@ -91,7 +92,7 @@ fn killed_training_resumes_to_the_same_weights() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(kills >= 3, "only {kills} runs were killed before finishing");
     // Parameter values (burnpack files also hold parameter ids, which are random per process).
-    let spec = dit_infer::run::read_spec(&straight).unwrap();
+    let spec = dit_model::run::read_spec(&straight).unwrap();
     let device = burn::tensor::Device::default();
     let load = |path: PathBuf| {
         let dit = spec.model.dit.init(&device).unwrap();
@@ -104,7 +105,6 @@ fn killed_training_resumes_to_the_same_weights() {
             "{file} differs"
         );
     }
-    std::fs::remove_dir_all(dir).ok();
 }
 
 fn expect_error(args: &[&str], needle: &str) {
@@ -120,7 +120,8 @@ fn expect_error(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_configs_are_one_line_errors() {
-    let dir = temp_dir("configs");
+    let dir_guard = temp_dir("configs");
+    let dir = dir_guard.path().to_path_buf();
     let good = std::fs::read_to_string(micro()).unwrap();
     let cases = [
         ("invalid", "seed = [".to_string(), "is not valid TOML"),
@@ -170,7 +171,7 @@ fn bad_configs_are_one_line_errors() {
         ),
         (
             "latent",
-            good.replacen("latent_size = 8", "latent_size = 16", 1),
+            good.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 16\n", 1),
             "dit.latent_size",
         ),
         (
@@ -199,34 +200,25 @@ fn bad_configs_are_one_line_errors() {
     }
     expect_error(&["--config", "/nonexistent/config.toml"], "cannot be read");
     expect_error(&["--resume", dir.to_str().unwrap()], "is not a run folder");
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Writes a 32×32 animated GIF of `frames` frames (a grey square moving right).
 fn write_gif(path: &Path, frames: usize) {
-    let mut file = std::fs::File::create(path).unwrap();
-    let mut encoder = gif::Encoder::new(&mut file, 32, 32, &[]).unwrap();
+    let mut clip = dit_data::Clip::black(frames, 32, 32);
     for f in 0..frames {
-        let mut rgba: Vec<u8> = (0..32 * 32)
-            .flat_map(|i| {
-                let (x, y) = (i % 32, i / 32);
-                let inside = (8..20).contains(&y) && (2 * f + 4..2 * f + 16).contains(&x);
-                if inside {
-                    [200, 200, 200, 255]
-                } else {
-                    [0, 0, 0, 255]
-                }
-            })
-            .collect();
-        encoder
-            .write_frame(&gif::Frame::from_rgba_speed(32, 32, &mut rgba, 10))
-            .unwrap();
+        for y in 8..20 {
+            for x in 2 * f + 4..2 * f + 16 {
+                clip.set_pixel(f, y, x, [200, 200, 200]);
+            }
+        }
     }
+    dit_data::video::write_gif(&clip, path, 1, 10).unwrap();
 }
 
 #[test]
 fn bad_data_folders_are_one_line_errors() {
-    let dir = temp_dir("folders");
+    let dir_guard = temp_dir("folders");
+    let dir = dir_guard.path().to_path_buf();
     let good = std::fs::read_to_string(micro()).unwrap();
     let line = |video: &str| {
         format!("{{\"video\": \"{video}\", \"caption\": \"a grey box moving right\"}}\n")
@@ -287,7 +279,6 @@ fn bad_data_folders_are_one_line_errors() {
             needle,
         );
     }
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Sets every float parameter to NaN.
@@ -304,7 +295,8 @@ impl burn::module::ModuleMapper for Poison {
 
 #[test]
 fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
-    let dir = temp_dir("nan");
+    let dir_guard = temp_dir("nan");
+    let dir = dir_guard.path().to_path_buf();
     let run = dir.join("run");
     let text = std::fs::read_to_string(micro()).unwrap().replacen(
         "[dit_training]\nsteps = 6\n",
@@ -322,14 +314,14 @@ fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A poisoned autoencoder makes every latent, and so the loss of step 4, NaN.
-    let spec = dit_infer::run::read_spec(&run).unwrap();
+    let spec = dit_model::run::read_spec(&run).unwrap();
     let device = burn::tensor::Device::default();
     let ae = spec.model.autoencoder.init(&device).unwrap();
     let ae = load_module(ae, &run.join("autoencoder.bpk")).unwrap();
     use burn::module::Module;
-    dit_infer::run::save_module(&ae.map(&mut Poison), &run.join("autoencoder.bpk")).unwrap();
+    dit_model::run::save_module(&ae.map(&mut Poison), &run.join("autoencoder.bpk")).unwrap();
 
-    let o = dit_train(&["--resume", run.to_str().unwrap(), "--steps", "6"]);
+    let o = dit_train(&["--resume", run.to_str().unwrap(), "--dit-steps", "6"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -348,5 +340,4 @@ fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
             .all(|(_, values)| values.iter().all(|v| v.is_finite()))
     );
     assert!(!run.join("train/step-0000004").exists());
-    std::fs::remove_dir_all(dir).ok();
 }

@@ -2,20 +2,26 @@
 //! checkpoints reload bit-identically, resumption is exact, and the frozen
 //! autoencoder neither receives gradient nor changes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use dit_data::{Composition, VideoBatcher, judge_clip, video_to_clips};
-use dit_infer::run::{AUTOENCODER_FILE, DIT_FILE, load_module, save_module};
 use dit_model::Prediction;
+use dit_model::run::{
+    AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE as REPORT_FILE, AutoencoderReport, DIT_FILE,
+    load_module, save_module,
+};
 use dit_model::weights::named_parameters;
-use dit_train::autoencoder::{self, REPORT_FILE};
+use dit_train::autoencoder;
+use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
-use dit_train::trainer::{self, LatentCache, StepDraws, diffusion_loss, optimizer};
+use dit_train::latent_cache::LatentCache;
+use dit_train::loss::{StepDraws, diffusion_loss};
+use dit_train::trainer;
 
 fn micro() -> ExperimentConfig {
     ExperimentConfig::load(
@@ -24,11 +30,11 @@ fn micro() -> ExperimentConfig {
     .unwrap()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dit-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("dit-train-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn dit_config(config: &ExperimentConfig, source: &ClipSource) -> dit_model::DitConfig {
@@ -52,7 +58,7 @@ fn loss_falls_when_overfitting_one_batch() {
                 .collect(),
         };
         let schedule = config.diffusion.build();
-        let mut optim = optimizer(&config);
+        let mut optim = optimizer(&config.dit_training);
         let mut losses = Vec::new();
         for _ in 0..60 {
             // The same clips, steps and noise every time: step 0's draws.
@@ -108,7 +114,8 @@ fn checkpoints_reload_bit_identically() {
     let config = micro();
     let source = ClipSource::open(&config).unwrap();
     let device = Device::default();
-    let dir = temp_dir("reload");
+    let dir_guard = temp_dir("reload");
+    let dir = dir_guard.path().to_path_buf();
     let dit = dit_config(&config, &source).init(&device).unwrap();
     let path = dir.join("dit.bpk");
     save_module(&dit, &path).unwrap();
@@ -120,7 +127,6 @@ fn checkpoints_reload_bit_identically() {
     let a = dit.forward(latent.clone(), t.clone(), &dit.encode_text(tokens.clone()));
     let b = back.forward(latent, t, &back.encode_text(tokens));
     a.into_data().assert_eq(&b.into_data(), true);
-    std::fs::remove_dir_all(dir).ok();
 }
 
 /// Runs stage 1 into `dir`, or copies its result from `from`.
@@ -148,7 +154,9 @@ fn resumed_training_ends_with_the_same_weights() {
     let source = ClipSource::open(&config).unwrap();
     let device = Device::default();
 
-    let straight = temp_dir("straight");
+    let straight_guard = temp_dir("straight");
+
+    let straight = straight_guard.path().to_path_buf();
     with_autoencoder(&config, &source, &straight, None);
     let ae_before = std::fs::read(straight.join(AUTOENCODER_FILE)).unwrap();
     trainer::train(&config, &source, &straight, &device, false).unwrap();
@@ -159,7 +167,8 @@ fn resumed_training_ends_with_the_same_weights() {
     );
 
     // Interrupted after 3 steps (a checkpoint), then resumed to 6.
-    let interrupted = temp_dir("interrupted");
+    let interrupted_guard = temp_dir("interrupted");
+    let interrupted = interrupted_guard.path().to_path_buf();
     with_autoencoder(&config, &source, &interrupted, Some(&straight));
     let mut short = micro();
     short.dit_training.steps = 3;
@@ -188,8 +197,6 @@ fn resumed_training_ends_with_the_same_weights() {
     // The loss log has each step once.
     let log = std::fs::read_to_string(interrupted.join("loss.csv")).unwrap();
     assert_eq!(log.lines().count(), 1 + 6, "{log}");
-    std::fs::remove_dir_all(straight).ok();
-    std::fs::remove_dir_all(interrupted).ok();
 }
 
 #[test]
@@ -199,13 +206,14 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
     config.autoencoder_training.eval_clips = 8;
     let source = ClipSource::open(&config).unwrap();
     let device = Device::default();
-    let dir = temp_dir("decoder");
+    let dir_guard = temp_dir("decoder");
+    let dir = dir_guard.path().to_path_buf();
     let before = autoencoder::train(&config, &source, &dir, &device).unwrap();
     let load = || {
         let ae = config.model.autoencoder.init(&device).unwrap();
         load_module(ae, &dir.join(AUTOENCODER_FILE)).unwrap()
     };
-    let read_report = || -> autoencoder::AutoencoderReport {
+    let read_report = || -> AutoencoderReport {
         serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT_FILE)).unwrap()).unwrap()
     };
     let saved_before = read_report();
@@ -243,7 +251,6 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
         (on_disk.psnr, on_disk.decoder_steps),
         (after.psnr, after.decoder_steps)
     );
-    std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
@@ -253,7 +260,8 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     config.autoencoder_training.eval_clips = 4;
     let source = ClipSource::open(&config).unwrap();
     let device = Device::default();
-    let base = temp_dir("decoder-noise");
+    let base_guard = temp_dir("decoder-noise");
+    let base = base_guard.path().to_path_buf();
     autoencoder::train(&config, &source, &base, &device).unwrap();
     let copy = |name: &str| {
         let dir = base.join(name);
@@ -296,7 +304,6 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
                 .unwrap_err();
         assert!(err.to_string().contains("--latent-noise"), "{err}");
     }
-    std::fs::remove_dir_all(base).ok();
 }
 
 #[test]

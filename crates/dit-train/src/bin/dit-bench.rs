@@ -13,12 +13,14 @@ use anyhow::Result;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
-use dit_infer::pipeline::{GenerateOptions, generate};
-use dit_infer::run::{RunSpec, TrainedModel};
+use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
 use dit_infer::sampler::SamplerKind;
+use dit_model::RunSpec;
 use dit_model::{Backend, DitConfig, Tokenizer};
+use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
-use dit_train::trainer::{LatentCache, StepDraws, diffusion_loss, optimizer};
+use dit_train::latent_cache::LatentCache;
+use dit_train::loss::{StepDraws, diffusion_loss};
 
 /// Measure DiT training and sampling speed.
 #[derive(Parser, Debug)]
@@ -66,11 +68,16 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn line(config: &str, backend: Backend, what: &str, batch: usize, median_s: f64, flops: f64) {
-    println!(
-        "{{\"config\":\"{config}\",\"backend\":\"{backend}\",\"what\":\"{what}\",\"batch\":{batch},\"median_s\":{median_s:.5},\"samples_per_s\":{:.2},\"gflops\":{:.2}}}",
-        batch as f64 / median_s,
-        flops / median_s / 1e9
-    );
+    let record = serde_json::json!({
+        "config": config,
+        "backend": backend.name(),
+        "what": what,
+        "batch": batch,
+        "median_s": median_s,
+        "samples_per_s": batch as f64 / median_s,
+        "gflops": flops / median_s / 1e9,
+    });
+    println!("{record}");
 }
 
 fn bench_train(
@@ -82,7 +89,7 @@ fn bench_train(
 ) -> Result<f64> {
     let train_device = device.clone().autodiff();
     let mut dit = dit_config.init(&train_device)?;
-    let mut optim = optimizer(config);
+    let mut optim = optimizer(&config.dit_training);
     let c = dit_config;
     let words = c.text.max_words;
     let cache = LatentCache {
@@ -153,11 +160,13 @@ fn bench_sample(
         shapes.size,
         1.0,
     );
-    let model = TrainedModel {
-        autoencoder: model_config.autoencoder.init(device)?,
-        dit: dit_config.init(device)?,
-        tokenizer,
-        spec,
+    let autoencoder = model_config.autoencoder.init(device)?;
+    let dit = dit_config.init(device)?;
+    let model = TextToVideo {
+        spec: &spec,
+        tokenizer: &tokenizer,
+        autoencoder: &autoencoder,
+        dit: &dit,
     };
     let prompts: Vec<String> = (0..batch)
         .map(|_| "a red circle moving right".to_string())
@@ -171,7 +180,7 @@ fn bench_sample(
     let mut times = Vec::new();
     for i in 0..repeats.div_ceil(2) + 1 {
         let start = Instant::now();
-        generate(&model, &prompts, &options, device, |_| {})?;
+        generate(model, &prompts, &options, device, |_| {})?;
         if i >= 1 {
             times.push(start.elapsed().as_secs_f64());
         }

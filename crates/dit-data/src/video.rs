@@ -1,0 +1,656 @@
+//! Reading and writing clips: animated GIFs and folders of PNG frames, and contact sheets.
+//!
+//! Reading ([`read_clip`]) takes an animated GIF file or a folder of PNG frames (in file-name
+//! order), composites transparency over black, centre-crops each frame to a square, resizes
+//! it to `size × size` (area average when shrinking, nearest pixel when growing) and keeps
+//! `frames` evenly spaced frames. Every bad file is one [`DataError`] naming it.
+//!
+//! Writing ([`write_gif`], [`write_frames`], [`write_sheet`], [`write_png`]) turns clips into
+//! files, each pixel repeated `scale × scale` times; failures are an [`OutputError`].
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
+use image::codecs::png::{PngDecoder, PngEncoder};
+use image::imageops::{self, FilterType};
+use image::{
+    AnimationDecoder, Delay, DynamicImage, ExtendedColorType, ImageEncoder, ImageError,
+    ImageFormat, RgbImage, RgbaImage,
+};
+
+use crate::error::DataError;
+use crate::render::Clip;
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+// ---------------------------------------------------------------------------------------------
+
+/// Reads the clip at `path` — an animated GIF file, or a folder of PNG frames taken in
+/// file-name order — as `frames` evenly spaced frames of `size × size`.
+pub fn read_clip(path: &Path, frames: usize, size: usize) -> Result<Clip, DataError> {
+    let decoded = if path.is_dir() {
+        read_png_folder(path)?
+    } else {
+        read_gif(path)?
+    };
+    to_clip(path, &decoded, frames, size)
+}
+
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn decode_error(path: &Path) -> impl Fn(ImageError) -> DataError + '_ {
+    move |e| match e {
+        ImageError::IoError(source) => DataError::Io {
+            path: path.to_owned(),
+            source,
+        },
+        e => DataError::Decode {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// Decodes an animated GIF into full-canvas frames (frame offsets and disposal applied by
+/// `image`'s GIF decoder), transparency shown as black.
+fn read_gif(path: &Path) -> Result<Vec<RgbImage>, DataError> {
+    let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
+    // Judged by content, not by name: a `.gif` holding anything else is "not a GIF".
+    let mut magic = Vec::with_capacity(16);
+    (&mut reader)
+        .take(16)
+        .read_to_end(&mut magic)
+        .and_then(|_| reader.rewind())
+        .map_err(io_error(path))?;
+    if image::guess_format(&magic).ok() != Some(ImageFormat::Gif) {
+        return Err(DataError::NotGif {
+            path: path.to_owned(),
+        });
+    }
+    let decoder = GifDecoder::new(reader).map_err(decode_error(path))?;
+    decoder
+        .into_frames()
+        .map(|frame| frame.map(|f| rgba_over_black(f.buffer())))
+        .collect::<Result<_, _>>()
+        .map_err(decode_error(path))
+}
+
+/// RGBA pixels composited over black, as RGB.
+fn rgba_over_black(rgba: &RgbaImage) -> RgbImage {
+    let (width, height) = rgba.dimensions();
+    let rgb = rgba
+        .as_raw()
+        .chunks_exact(4)
+        .flat_map(|p| {
+            let a = p[3] as u32;
+            [0, 1, 2].map(|c| ((p[c] as u32 * a + 127) / 255) as u8)
+        })
+        .collect();
+    RgbImage::from_raw(width, height, rgb).expect("3 bytes for each RGBA pixel")
+}
+
+/// Reads the `.png` files of a folder in file-name order.
+fn read_png_folder(dir: &Path) -> Result<Vec<RgbImage>, DataError> {
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let path = entry.map_err(io_error(dir))?.path();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+        {
+            paths.push(path);
+        }
+    }
+    if paths.is_empty() {
+        return Err(DataError::NoFrames {
+            path: dir.to_owned(),
+        });
+    }
+    paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
+    paths.iter().map(|p| read_png(p)).collect()
+}
+
+/// Decodes one PNG of any colour type and bit depth into 8-bit RGB (alpha over black).
+fn read_png(path: &Path) -> Result<RgbImage, DataError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let decoder = PngDecoder::new(BufReader::new(file)).map_err(decode_error(path))?;
+    let image = DynamicImage::from_decoder(decoder).map_err(decode_error(path))?;
+    Ok(if image.color().has_alpha() {
+        rgba_over_black(&image.to_rgba8())
+    } else {
+        image.to_rgb8()
+    })
+}
+
+/// Picks `frames` evenly spaced frames, crops them square and resizes them to `size`.
+fn to_clip(
+    path: &Path,
+    decoded: &[RgbImage],
+    frames: usize,
+    size: usize,
+) -> Result<Clip, DataError> {
+    if decoded.len() < frames || decoded.is_empty() {
+        return Err(DataError::TooFewFrames {
+            path: path.to_owned(),
+            found: decoded.len(),
+            needed: frames.max(1),
+        });
+    }
+    let dims = |f: &RgbImage| (f.width() as usize, f.height() as usize);
+    let first = dims(&decoded[0]);
+    if let Some(other) = decoded.iter().map(dims).find(|&s| s != first) {
+        return Err(DataError::FrameSizeMismatch {
+            path: path.to_owned(),
+            first,
+            other,
+        });
+    }
+    let side = u32::try_from(size).map_err(|_| DataError::InvalidConfig {
+        field: "size",
+        reason: format!("{size} is too large for an image side"),
+    })?;
+    let mut clip = Clip::black(frames, size, size);
+    let len = size * size * 3;
+    for f in 0..frames {
+        let source = if frames > 1 {
+            (f * (decoded.len() - 1) + (frames - 1) / 2) / (frames - 1)
+        } else {
+            0
+        };
+        let resized = crop_resize(&decoded[source], side);
+        clip.pixels[f * len..(f + 1) * len].copy_from_slice(resized.as_raw());
+    }
+    Ok(clip)
+}
+
+/// Centre-crops `frame` to a square and resizes it to `size × size`: an area average when
+/// shrinking (each source pixel counts towards exactly one output pixel), the nearest source
+/// pixel when growing (every pixel stays a colour of the source).
+fn crop_resize(frame: &RgbImage, size: u32) -> RgbImage {
+    let (width, height) = frame.dimensions();
+    let side = width.min(height);
+    let square = imageops::crop_imm(frame, (width - side) / 2, (height - side) / 2, side, side);
+    if side >= size {
+        imageops::thumbnail(&*square, size, size)
+    } else {
+        imageops::resize(&*square, size, size, FilterType::Nearest)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+// ---------------------------------------------------------------------------------------------
+
+/// Why an output could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {message}")]
+pub struct OutputError {
+    /// The file.
+    pub path: String,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn error(path: &Path, e: impl ToString) -> OutputError {
+    OutputError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn create(path: &Path) -> Result<BufWriter<File>, OutputError> {
+    File::create(path)
+        .map(BufWriter::new)
+        .map_err(|e| error(path, e))
+}
+
+/// One frame as RGB bytes, each pixel repeated `scale×scale` times.
+pub(crate) fn frame_rgb(clip: &Clip, frame: usize, scale: usize) -> Vec<u8> {
+    let (w, h) = (clip.width * scale, clip.height * scale);
+    let mut out = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        for x in 0..w {
+            out.extend_from_slice(&clip.pixel(frame, y / scale, x / scale));
+        }
+    }
+    out
+}
+
+/// Writes an endlessly looping animated GIF, `delay_cs` hundredths of a second a frame.
+pub fn write_gif(clip: &Clip, path: &Path, scale: usize, delay_cs: u16) -> Result<(), OutputError> {
+    if clip.frames == 0 {
+        return Err(error(path, "a GIF needs at least one frame"));
+    }
+    let (w, h) = (clip.width * scale, clip.height * scale);
+    let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
+        return Err(error(path, format!("{w}x{h} is too large for a GIF")));
+    };
+    let mut out = create(path)?;
+    {
+        let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
+        encoder
+            .set_repeat(Repeat::Infinite)
+            .map_err(|e| error(path, e))?;
+        let delay = Delay::from_numer_denom_ms(u32::from(delay_cs) * 10, 1);
+        for f in 0..clip.frames {
+            let rgba: Vec<u8> = frame_rgb(clip, f, scale)
+                .chunks_exact(3)
+                .flat_map(|p| [p[0], p[1], p[2], 255])
+                .collect();
+            let buffer = RgbaImage::from_raw(w32, h32, rgba).expect("4 bytes a pixel");
+            encoder
+                .encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))
+                .map_err(|e| error(path, e))?;
+        }
+        // Dropping the encoder writes the GIF trailer.
+    }
+    out.flush().map_err(|e| error(path, e))
+}
+
+/// Writes an RGB image as PNG.
+pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<(), OutputError> {
+    if width * height * 3 != rgb.len() {
+        return Err(error(
+            path,
+            format!(
+                "{} bytes are not a {width}x{height} RGB image ({} bytes)",
+                rgb.len(),
+                width * height * 3
+            ),
+        ));
+    }
+    let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(error(
+            path,
+            format!("{width}x{height} is too large for a PNG"),
+        ));
+    };
+    let mut out = create(path)?;
+    PngEncoder::new(&mut out)
+        .write_image(rgb, w, h, ExtendedColorType::Rgb8)
+        .map_err(|e| error(path, e))?;
+    out.flush().map_err(|e| error(path, e))
+}
+
+/// Writes each frame as `frame_000.png`, … in `dir` (created if needed).
+pub fn write_frames(clip: &Clip, dir: &Path, scale: usize) -> Result<(), OutputError> {
+    std::fs::create_dir_all(dir).map_err(|e| error(dir, e))?;
+    for f in 0..clip.frames {
+        let path = dir.join(format!("frame_{f:03}.png"));
+        write_png(
+            &path,
+            clip.width * scale,
+            clip.height * scale,
+            &frame_rgb(clip, f, scale),
+        )?;
+    }
+    Ok(())
+}
+
+/// A grid image: one row per clip, its frames side by side, with a 2-pixel grey gutter.
+pub(crate) fn sheet_rgb(clips: &[Clip], scale: usize) -> (usize, usize, Vec<u8>) {
+    const GUTTER: usize = 2;
+    let frames = clips.iter().map(|c| c.frames).max().unwrap_or(0);
+    let (cw, ch) = clips
+        .first()
+        .map_or((0, 0), |c| (c.width * scale, c.height * scale));
+    let width = frames * (cw + GUTTER) + GUTTER;
+    let height = clips.len() * (ch + GUTTER) + GUTTER;
+    let mut rgb = vec![96u8; width * height * 3];
+    for (row, clip) in clips.iter().enumerate() {
+        for f in 0..clip.frames {
+            let frame = frame_rgb(clip, f, scale);
+            let (x0, y0) = (GUTTER + f * (cw + GUTTER), GUTTER + row * (ch + GUTTER));
+            for y in 0..ch {
+                let dst = ((y0 + y) * width + x0) * 3;
+                rgb[dst..dst + cw * 3].copy_from_slice(&frame[y * cw * 3..(y + 1) * cw * 3]);
+            }
+        }
+    }
+    (width, height, rgb)
+}
+
+/// Writes a contact sheet of `clips` (see [`sheet_rgb`]).
+pub fn write_sheet(clips: &[Clip], path: &Path, scale: usize) -> Result<(), OutputError> {
+    let (w, h, rgb) = sheet_rgb(clips, scale);
+    write_png(path, w, h, &rgb)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::codecs::png::PngEncoder;
+
+    fn clip() -> Clip {
+        let mut c = Clip::black(3, 4, 5);
+        c.set_pixel(1, 2, 3, [200, 10, 20]);
+        c
+    }
+
+    /// A `frames`-frame clip, `h` rows of `w` columns, frame `i` filled with `colour(i)`.
+    fn filled(frames: usize, h: usize, w: usize, colour: impl Fn(usize) -> [u8; 3]) -> Clip {
+        let mut clip = Clip::black(frames, h, w);
+        for (f, frame) in clip.pixels.chunks_exact_mut(h * w * 3).enumerate() {
+            for p in frame.chunks_exact_mut(3) {
+                p.copy_from_slice(&colour(f));
+            }
+        }
+        clip
+    }
+
+    /// Writes `pixels` (in `colour`'s layout) as a PNG through `image`'s encoder.
+    fn write_png_as(path: &Path, w: u32, h: u32, pixels: &[u8], colour: ExtendedColorType) {
+        PngEncoder::new(File::create(path).unwrap())
+            .write_image(pixels, w, h, colour)
+            .unwrap();
+    }
+
+    // ---- writing ------------------------------------------------------------------------
+
+    #[test]
+    fn gif_has_the_clip_frames_and_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("out.gif");
+        write_gif(&clip(), &path, 2, 12).unwrap();
+        let decoder = GifDecoder::new(BufReader::new(File::open(&path).unwrap())).unwrap();
+        let frames = decoder.into_frames().collect_frames().unwrap();
+        assert_eq!(frames.len(), 3);
+        for frame in &frames {
+            assert_eq!(frame.buffer().dimensions(), (10, 8));
+            assert_eq!(frame.delay().numer_denom_ms(), (120, 1));
+        }
+        // Pixel (row 2, col 3) scaled by 2.
+        let px = frames[1].buffer().get_pixel(3 * 2, 2 * 2);
+        assert!(px[0] > 150 && px[1] < 60, "{px:?}");
+        // And the reader gets the clip back.
+        let back = read_clip(&path, 3, 8).unwrap();
+        assert_eq!(back.pixel(1, 4, 6), [200, 10, 20]);
+        assert_eq!(back.pixel(0, 4, 6), [0, 0, 0]);
+    }
+
+    #[test]
+    fn sheet_places_frames_in_a_row() {
+        let (w, h, rgb) = sheet_rgb(&[clip(), clip()], 1);
+        assert_eq!((w, h), (3 * 7 + 2, 2 * 6 + 2));
+        // Frame 1 of row 0 starts at x = 2 + 7 = 9, y = 2; its pixel (2, 3).
+        let i = ((2 + 2) * w + 9 + 3) * 3;
+        assert_eq!(&rgb[i..i + 3], &[200, 10, 20]);
+    }
+
+    #[test]
+    fn frames_are_pngs_read_back_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("frames");
+        write_frames(&clip(), &dir, 1).unwrap();
+        let names: Vec<String> = {
+            let mut n: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names, ["frame_000.png", "frame_001.png", "frame_002.png"]);
+        // 5 × 4 frames crop to 4 × 4 (columns 0..4), so pixel (2, 3) survives.
+        let back = read_clip(&dir, 3, 4).unwrap();
+        assert_eq!(back.pixel(1, 2, 3), [200, 10, 20]);
+        assert_eq!(back.pixels.iter().map(|&v| v as u32).sum::<u32>(), 230);
+    }
+
+    #[test]
+    fn unwritable_path_is_an_error_naming_it() {
+        let err = write_gif(&clip(), Path::new("/nonexistent-dir/x.gif"), 1, 10).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x.gif"), "{err}");
+        let err = write_png(Path::new("/nonexistent-dir/x.png"), 1, 1, &[0; 3]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x.png"), "{err}");
+    }
+
+    #[test]
+    fn png_of_the_wrong_length_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.png");
+        let err = write_png(&path, 2, 2, &[0; 11]).unwrap_err().to_string();
+        assert!(err.contains("x.png") && err.contains("2x2"), "{err}");
+    }
+
+    // ---- reading ------------------------------------------------------------------------
+
+    #[test]
+    fn upscales_and_centre_crops() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("c.gif");
+        // 12 × 6 frame: left half black, right half white; the centre crop (cols 3..9) is half each.
+        let mut clip = Clip::black(2, 6, 12);
+        for f in 0..2 {
+            for y in 0..6 {
+                for x in 6..12 {
+                    clip.set_pixel(f, y, x, [255; 3]);
+                }
+            }
+        }
+        write_gif(&clip, &path, 1, 10).unwrap();
+        let clip = read_clip(&path, 2, 12).unwrap();
+        let row: Vec<u8> = (0..12).map(|x| clip.pixel(1, 4, x)[0]).collect();
+        assert_eq!(row, vec![0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255]);
+    }
+
+    #[test]
+    fn shrinking_averages_areas() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("frames");
+        std::fs::create_dir(&dir).unwrap();
+        // 4 × 4 checkerboard of 0 / 200, a white 2 × 2 block at the bottom right.
+        let mut rgb = Vec::new();
+        for y in 0..4 {
+            for x in 0..4 {
+                let v = if x >= 2 && y >= 2 {
+                    255
+                } else if (x + y) % 2 == 0 {
+                    200
+                } else {
+                    0
+                };
+                rgb.extend_from_slice(&[v, v, v]);
+            }
+        }
+        write_png(&dir.join("0.png"), 4, 4, &rgb).unwrap();
+        let clip = read_clip(&dir, 1, 2).unwrap();
+        let greys: Vec<u8> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .map(|(y, x)| clip.pixel(0, y, x)[0])
+            .to_vec();
+        assert_eq!(greys, vec![100, 100, 100, 255]);
+    }
+
+    #[test]
+    fn gif_frames_are_composited_with_offsets_and_disposal() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("layers.gif");
+        {
+            let mut file = File::create(&path).unwrap();
+            let mut encoder = gif::Encoder::new(&mut file, 4, 4, &[]).unwrap();
+            let mut frame = |w: u16, h: u16, at: (u16, u16), rgba: [u8; 4], dispose| {
+                let mut pixels: Vec<u8> = (0..w * h).flat_map(|_| rgba).collect();
+                let mut frame = gif::Frame::from_rgba_speed(w, h, &mut pixels, 10);
+                (frame.left, frame.top, frame.dispose) = (at.0, at.1, dispose);
+                encoder.write_frame(&frame).unwrap();
+            };
+            // Red everywhere, kept.
+            frame(4, 4, (0, 0), [255, 0, 0, 255], gif::DisposalMethod::Keep);
+            // Green 2 × 2 at (1, 1), then cleared to the (transparent) background.
+            frame(
+                2,
+                2,
+                (1, 1),
+                [0, 255, 0, 255],
+                gif::DisposalMethod::Background,
+            );
+            // Blue 1 × 1 at (3, 0), kept.
+            frame(1, 1, (3, 0), [0, 0, 255, 255], gif::DisposalMethod::Keep);
+        }
+        let frames = read_gif(&path).unwrap();
+        assert_eq!(frames.len(), 3);
+        let at = |f: usize, x: u32, y: u32| frames[f].get_pixel(x, y).0;
+        assert!(frames.iter().all(|f| f.dimensions() == (4, 4)));
+        assert_eq!(at(0, 2, 2), [255, 0, 0]);
+        assert_eq!(
+            (at(1, 0, 0), at(1, 1, 1), at(1, 2, 2)),
+            ([255, 0, 0], [0, 255, 0], [0, 255, 0])
+        );
+        assert_eq!(at(1, 3, 3), [255, 0, 0]);
+        // Frame 1's area was disposed to transparent, shown black; the rest stays red.
+        assert_eq!((at(2, 1, 1), at(2, 2, 2)), ([0, 0, 0], [0, 0, 0]));
+        assert_eq!(
+            (at(2, 3, 0), at(2, 0, 0), at(2, 3, 3)),
+            ([0, 0, 255], [255, 0, 0], [255, 0, 0])
+        );
+    }
+
+    #[test]
+    fn pngs_of_any_colour_type_and_depth_read_as_rgb() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("frames");
+        std::fs::create_dir(&dir).unwrap();
+        let (w, h) = (2u32, 2u32);
+        let n = (w * h) as usize;
+        let repeat =
+            |px: &[u8]| -> Vec<u8> { px.iter().copied().cycle().take(px.len() * n).collect() };
+        // Grey, grey + alpha (half transparent), 16-bit RGB, 16-bit RGBA, 8-bit RGBA.
+        write_png_as(
+            &dir.join("0.png"),
+            w,
+            h,
+            &repeat(&[90]),
+            ExtendedColorType::L8,
+        );
+        write_png_as(
+            &dir.join("1.png"),
+            w,
+            h,
+            &repeat(&[200, 128]),
+            ExtendedColorType::La8,
+        );
+        let rgb16: Vec<u8> = [0x1234u16, 0xff00, 0x0080]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        write_png_as(
+            &dir.join("2.png"),
+            w,
+            h,
+            &repeat(&rgb16),
+            ExtendedColorType::Rgb16,
+        );
+        let rgba16: Vec<u8> = [0xffffu16, 0, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        write_png_as(
+            &dir.join("3.png"),
+            w,
+            h,
+            &repeat(&rgba16),
+            ExtendedColorType::Rgba16,
+        );
+        write_png_as(
+            &dir.join("4.png"),
+            w,
+            h,
+            &repeat(&[10, 20, 30, 255]),
+            ExtendedColorType::Rgba8,
+        );
+        let clip = read_clip(&dir, 5, 2).unwrap();
+        assert_eq!(clip.pixel(0, 1, 1), [90, 90, 90]);
+        assert_eq!(clip.pixel(1, 0, 0), [100, 100, 100]);
+        assert_eq!(clip.pixel(2, 0, 1), [0x12, 0xfe, 0x00]);
+        assert_eq!(clip.pixel(3, 1, 0), [0, 0, 0]);
+        assert_eq!(clip.pixel(4, 1, 1), [10, 20, 30]);
+    }
+
+    #[test]
+    fn evenly_spaced_frames_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.gif");
+        write_gif(&filled(16, 32, 40, |i| [(i * 10) as u8; 3]), &path, 1, 10).unwrap();
+        let clip = read_clip(&path, 4, 8).unwrap();
+        assert_eq!((clip.frames, clip.height, clip.width), (4, 8, 8));
+        let greys: Vec<u8> = (0..4).map(|f| clip.pixel(f, 3, 3)[0]).collect();
+        assert_eq!(greys, vec![0, 50, 100, 150]);
+        let one = read_clip(&path, 1, 8).unwrap();
+        assert_eq!(one.pixel(0, 0, 0), [0, 0, 0]);
+    }
+
+    fn read_err(path: &Path, frames: usize) -> String {
+        read_clip(path, frames, 8).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_files_are_one_line_errors_naming_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let one_line = |e: String| {
+            assert!(!e.contains('\n'), "{e}");
+            e
+        };
+
+        std::fs::write(dir.join("notes.gif"), "this is text, not a picture").unwrap();
+        let err = one_line(read_err(&dir.join("notes.gif"), 4));
+        assert!(
+            err.contains("notes.gif") && err.contains("not a GIF"),
+            "{err}"
+        );
+
+        std::fs::write(dir.join("tiny.gif"), "GI").unwrap();
+        let err = one_line(read_err(&dir.join("tiny.gif"), 4));
+        assert!(
+            err.contains("tiny.gif") && err.contains("not a GIF"),
+            "{err}"
+        );
+
+        std::fs::write(dir.join("cut.gif"), b"GIF89a\x04\x00").unwrap();
+        let err = one_line(read_err(&dir.join("cut.gif"), 4));
+        assert!(err.contains("cut.gif"), "{err}");
+
+        let err = one_line(read_err(&dir.join("gone.gif"), 4));
+        assert!(
+            err.contains("cannot read") && err.contains("gone.gif"),
+            "{err}"
+        );
+
+        std::fs::create_dir(dir.join("empty")).unwrap();
+        let err = one_line(read_err(&dir.join("empty"), 4));
+        assert!(
+            err.contains("empty") && err.contains("no .png files"),
+            "{err}"
+        );
+
+        std::fs::create_dir(dir.join("broken")).unwrap();
+        std::fs::write(dir.join("broken/0.png"), "not a png").unwrap();
+        let err = one_line(read_err(&dir.join("broken"), 1));
+        assert!(
+            err.contains("cannot decode") && err.contains("0.png"),
+            "{err}"
+        );
+
+        std::fs::create_dir(dir.join("sizes")).unwrap();
+        write_png(&dir.join("sizes/0.png"), 4, 4, &[0; 48]).unwrap();
+        write_png(&dir.join("sizes/1.png"), 4, 2, &[0; 24]).unwrap();
+        let err = one_line(read_err(&dir.join("sizes"), 2));
+        assert!(
+            err.contains("sizes") && err.contains("(4, 4) then (4, 2)"),
+            "{err}"
+        );
+
+        let err = one_line(read_err(&dir.join("sizes"), 3));
+        assert!(
+            err.contains("sizes has 2 frames") && err.contains("at least 3"),
+            "{err}"
+        );
+    }
+}

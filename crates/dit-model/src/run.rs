@@ -1,0 +1,468 @@
+//! The run folder: everything `dit-train` writes and `dit-infer` reads, and the
+//! one place that knows its layout.
+//!
+//! ```text
+//! runs/tiny/
+//!   config.toml          the experiment config, as run
+//!   model.json           RunSpec: network configs, clip shape, latent scale, default guidance
+//!   vocab.json           the tokenizer's words
+//!   autoencoder.bpk      frozen autoencoder weights
+//!   autoencoder.json     AutoencoderReport: PSNR, latent scale, steps
+//!   dit_ema.bpk          EMA weights of the DiT (what dit-infer samples with)
+//!   loss.csv, loss.png   stage 2's loss per logged step, and its curve
+//!   autoencoder_loss.*   the same for stage 1; decoder_loss.* for decoder fine-tuning
+//!   previews/            sample sheets for fixed prompts during training
+//!   train/step-NNNNNNN/  training checkpoints: dit.bpk, ema.bpk, optim.bpk, state.json
+//!   train/latest         the name of the newest complete checkpoint
+//! ```
+//!
+//! Weights are Burn burnpack files (`.bpk`): raw tensors only, so loading never
+//! executes code from them. Every file is written atomically (a temporary file
+//! in the same folder, renamed when complete) and a checkpoint folder is
+//! renamed into place before `latest` names it, so a crash never leaves a
+//! half-written file or checkpoint behind as the newest one.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::autoencoder::AutoencoderConfig;
+use crate::dit::DitConfig;
+use crate::schedule::DiffusionConfig;
+use crate::tokenizer::Tokenizer;
+use crate::validate::ConfigError;
+use crate::{Dit, VideoAutoencoder};
+
+/// The experiment config, as run (TOML).
+pub const CONFIG_FILE: &str = "config.toml";
+/// Network configs and the facts a sampler needs ([`RunSpec`]).
+pub const SPEC_FILE: &str = "model.json";
+/// Tokenizer vocabulary.
+pub const VOCAB_FILE: &str = "vocab.json";
+/// Autoencoder weights.
+pub const AUTOENCODER_FILE: &str = "autoencoder.bpk";
+/// The autoencoder's [`AutoencoderReport`].
+pub const AUTOENCODER_REPORT_FILE: &str = "autoencoder.json";
+/// EMA DiT weights.
+pub const DIT_FILE: &str = "dit_ema.bpk";
+/// Folder of preview sheets.
+pub const PREVIEW_DIR: &str = "previews";
+/// Folder of training checkpoints.
+pub const TRAIN_DIR: &str = "train";
+/// File in [`TRAIN_DIR`] naming the newest complete checkpoint.
+pub const LATEST_FILE: &str = "latest";
+/// Weights of the DiT being trained, in a checkpoint folder.
+pub const CHECKPOINT_DIT_FILE: &str = "dit.bpk";
+/// EMA weights, in a checkpoint folder.
+pub const CHECKPOINT_EMA_FILE: &str = "ema.bpk";
+/// Optimiser state, in a checkpoint folder.
+pub const CHECKPOINT_OPTIMIZER_FILE: &str = "optim.bpk";
+/// [`TrainState`], in a checkpoint folder.
+pub const CHECKPOINT_STATE_FILE: &str = "state.json";
+/// Checkpoints kept on disk.
+pub const KEEP_CHECKPOINTS: usize = 2;
+
+/// Name of the checkpoint folder of `step` (zero-padded, so names sort by step).
+pub fn checkpoint_name(step: usize) -> String {
+    format!("step-{step:07}")
+}
+
+/// Path of the preview sheet made after `step`.
+pub fn preview_path(run_dir: &Path, step: usize) -> PathBuf {
+    run_dir
+        .join(PREVIEW_DIR)
+        .join(format!("{}.png", checkpoint_name(step)))
+}
+
+/// Paths of a stage's loss log and its plot, e.g. `dit_loss.csv`, `dit_loss.png`.
+pub fn loss_paths(run_dir: &Path, log_name: &str) -> (PathBuf, PathBuf) {
+    (
+        run_dir.join(format!("{log_name}.csv")),
+        run_dir.join(format!("{log_name}.png")),
+    )
+}
+
+/// Everything needed to rebuild the networks of a run: the frozen autoencoder and the DiT.
+#[derive(Config, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// The visual autoencoder.
+    pub autoencoder: AutoencoderConfig,
+    /// The Diffusion Transformer.
+    pub dit: DitConfig,
+}
+
+impl ModelConfig {
+    /// Validates both networks and that the DiT denoises the autoencoder's latent.
+    pub fn validate(&self, frames: usize, size: usize) -> Result<(), ConfigError> {
+        self.autoencoder
+            .validate()
+            .map_err(|e| e.within("autoencoder"))?;
+        self.dit.validate().map_err(|e| e.within("dit"))?;
+        let [c, f, h] = self.autoencoder.latent_shape(frames, size)?;
+        let expect = [
+            ("dit.latent_channels", self.dit.latent_channels, c),
+            ("dit.latent_frames", self.dit.latent_frames, f),
+            ("dit.latent_size", self.dit.latent_size, h),
+        ];
+        for (field, got, want) in expect {
+            if got != want {
+                return Err(ConfigError::new(
+                    field,
+                    format!(
+                        "= {got}, but the autoencoder makes latents of {c}×{f}×{h}×{h} from {frames} frames of {size}×{size}, so it must be {want}"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a run folder says about its model.
+#[derive(Config, Debug, PartialEq)]
+pub struct RunSpec {
+    /// The autoencoder and DiT configs (vocabulary size resolved).
+    pub model: ModelConfig,
+    /// The noise schedule the DiT was trained with.
+    pub diffusion: DiffusionConfig,
+    /// Frames per clip.
+    pub frames: usize,
+    /// Frame height and width.
+    pub size: usize,
+    /// Factor applied to encoder latents so that they have unit variance.
+    pub latent_scale: f64,
+    /// Guidance scale recommended for this model.
+    #[config(default = 4.0)]
+    pub guidance: f64,
+}
+
+/// Why a run folder could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The folder does not exist.
+    #[error("checkpoint folder {0} does not exist")]
+    MissingFolder(PathBuf),
+    /// A file of the folder is missing.
+    #[error("checkpoint {dir} has no {file} (is it a dit-train run folder?)")]
+    MissingFile {
+        /// The folder.
+        dir: PathBuf,
+        /// The missing file.
+        file: &'static str,
+    },
+    /// A file exists but cannot be used.
+    #[error("{path}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder,
+/// flushed to disk, renamed over `path`, then the folder's entry flushed too.
+/// A failure or a crash leaves either the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let err = |source| RunError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = parent_dir(path);
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    file.write_all(bytes).map_err(err)?;
+    file.as_file().sync_all().map_err(err)?;
+    file.persist(path).map_err(|e| err(e.error))?;
+    sync_dir(dir);
+    Ok(())
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes a folder's entries (renames into it) to disk, where the platform allows.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Saves a module's weights to `path` (Burn writes to a scratch file and renames it).
+pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), RunError> {
+    module.clone().save_file(path).map_err(|e| RunError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
+}
+
+/// Loads weights from `path` into `module`, checking names and shapes.
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, RunError> {
+    if !path.is_file() {
+        return Err(RunError::Corrupt {
+            path: path.to_path_buf(),
+            message: "file not found".into(),
+        });
+    }
+    module.try_load_file(path).map_err(|e| {
+        // Shape mismatches list every tensor: keep the message to one readable line.
+        let mut detail = e.to_string();
+        if detail.chars().count() > 300 {
+            detail = format!("{}…", detail.chars().take(300).collect::<String>());
+        }
+        RunError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!("not a weights file of this model config: {detail}"),
+        }
+    })
+}
+
+/// A trained model, as read from its run folder.
+#[derive(Debug)]
+pub struct TrainedModel {
+    /// The run's spec.
+    pub spec: RunSpec,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// The frozen autoencoder.
+    pub autoencoder: VideoAutoencoder,
+    /// The (EMA) DiT.
+    pub dit: Dit,
+}
+
+fn read_text(dir: &Path, file: &'static str) -> Result<String, RunError> {
+    let path = dir.join(file);
+    if !path.exists() {
+        return Err(RunError::MissingFile {
+            dir: dir.to_path_buf(),
+            file,
+        });
+    }
+    fs::read_to_string(&path).map_err(|e| RunError::Corrupt {
+        path,
+        message: e.to_string(),
+    })
+}
+
+/// Reads the spec of a run folder.
+pub fn read_spec(dir: &Path) -> Result<RunSpec, RunError> {
+    if !dir.is_dir() {
+        return Err(RunError::MissingFolder(dir.to_path_buf()));
+    }
+    let text = read_text(dir, SPEC_FILE)?;
+    let spec: RunSpec = serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
+        path: dir.join(SPEC_FILE),
+        message: format!("not a run spec: {e}"),
+    })?;
+    spec.model
+        .validate(spec.frames, spec.size)
+        .map_err(|e| RunError::Corrupt {
+            path: dir.join(SPEC_FILE),
+            message: e.to_string(),
+        })?;
+    Ok(spec)
+}
+
+/// Writes the spec and vocabulary of a run folder.
+pub fn write_spec(dir: &Path, spec: &RunSpec, tokenizer: &Tokenizer) -> Result<(), RunError> {
+    fs::create_dir_all(dir).map_err(|source| RunError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let json = serde_json::to_string_pretty(spec).expect("configs serialise to JSON");
+    write_atomic(&dir.join(SPEC_FILE), json.as_bytes())?;
+    write_atomic(&dir.join(VOCAB_FILE), tokenizer.to_json().as_bytes())
+}
+
+/// Reads the tokenizer of a run folder and checks it fits the spec.
+fn read_tokenizer(dir: &Path, spec: &RunSpec) -> Result<Tokenizer, RunError> {
+    let path = dir.join(VOCAB_FILE);
+    let tokenizer =
+        Tokenizer::from_json(&read_text(dir, VOCAB_FILE)?).map_err(|e| RunError::Corrupt {
+            path: path.clone(),
+            message: format!("not a vocabulary: {e}"),
+        })?;
+    let expected = spec.model.dit.text.vocab_size;
+    if tokenizer.num_ids() != expected {
+        return Err(RunError::Corrupt {
+            path,
+            message: format!(
+                "has {} ids but the model was built for {expected}",
+                tokenizer.num_ids()
+            ),
+        });
+    }
+    Ok(tokenizer)
+}
+
+impl TrainedModel {
+    /// Loads a run folder onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, RunError> {
+        let spec = read_spec(dir)?;
+        let tokenizer = read_tokenizer(dir, &spec)?;
+        let corrupt = |message: String| RunError::Corrupt {
+            path: dir.join(SPEC_FILE),
+            message,
+        };
+        for file in [AUTOENCODER_FILE, DIT_FILE] {
+            if !dir.join(file).exists() {
+                return Err(RunError::MissingFile {
+                    dir: dir.to_path_buf(),
+                    file,
+                });
+            }
+        }
+        let autoencoder = spec
+            .model
+            .autoencoder
+            .init(device)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let autoencoder = load_module(autoencoder, &dir.join(AUTOENCODER_FILE))?;
+        let dit = spec
+            .model
+            .dit
+            .init(device)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let dit = load_module(dit, &dir.join(DIT_FILE))?;
+        Ok(Self {
+            spec,
+            tokenizer,
+            autoencoder,
+            dit,
+        })
+    }
+}
+
+/// What stage 1 (and any decoder fine-tuning after it) reports, saved as
+/// [`AUTOENCODER_REPORT_FILE`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AutoencoderReport {
+    /// Reconstruction PSNR (dB) of the 8-bit decoded evaluation clips.
+    pub psnr: f64,
+    /// 1 / standard deviation of the latents of the evaluation clips.
+    pub latent_scale: f64,
+    /// Optimiser steps of stage 1.
+    pub steps: usize,
+    /// Optimiser steps of decoder fine-tuning after stage 1 (encoder frozen).
+    #[serde(default)]
+    pub decoder_steps: usize,
+    /// Largest latent noise (in units of the normalised latent the DiT sees) of the
+    /// last decoder fine-tuning; 0 when it decoded clean latents only.
+    #[serde(default)]
+    pub decoder_latent_noise: f64,
+    /// Training seconds.
+    pub seconds: f64,
+}
+
+/// Reads a run folder's [`AutoencoderReport`].
+pub fn read_autoencoder_report(dir: &Path) -> Result<AutoencoderReport, RunError> {
+    let text = read_text(dir, AUTOENCODER_REPORT_FILE)?;
+    serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
+        path: dir.join(AUTOENCODER_REPORT_FILE),
+        message: format!("not an autoencoder report: {e}"),
+    })
+}
+
+/// Writes the autoencoder's weights and report into a run folder, each atomically.
+pub fn write_autoencoder(
+    dir: &Path,
+    autoencoder: &VideoAutoencoder,
+    report: &AutoencoderReport,
+) -> Result<(), RunError> {
+    save_module(autoencoder, &dir.join(AUTOENCODER_FILE))?;
+    let json = serde_json::to_string_pretty(report).expect("reports serialise to JSON");
+    write_atomic(&dir.join(AUTOENCODER_REPORT_FILE), json.as_bytes())
+}
+
+/// Where a training run stands, stored in each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Steps completed.
+    pub step: usize,
+    /// The run's seed (the per-step generators derive from it).
+    pub seed: u64,
+    /// Training seconds so far.
+    pub seconds: f64,
+}
+
+/// Writes a checkpoint of `state` into `train/`: `write_files` fills a hidden
+/// temporary folder, which is renamed to `train/step-NNNNNNN` once complete;
+/// then [`LATEST_FILE`] is replaced atomically, and all but the newest
+/// [`KEEP_CHECKPOINTS`] checkpoints are removed. A crash at any point leaves the
+/// previous checkpoint as the newest one. Returns the checkpoint's folder.
+pub fn save_checkpoint(
+    run_dir: &Path,
+    state: &TrainState,
+    write_files: impl FnOnce(&Path) -> Result<(), RunError>,
+) -> Result<PathBuf, RunError> {
+    let train_dir = run_dir.join(TRAIN_DIR);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Write { path, source }
+    };
+    fs::create_dir_all(&train_dir).map_err(io(&train_dir))?;
+    let name = checkpoint_name(state.step);
+    let tmp = train_dir.join(format!(".{name}.tmp"));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    write_files(&tmp)?;
+    let json = serde_json::to_string_pretty(state).expect("states serialise to JSON");
+    write_atomic(&tmp.join(CHECKPOINT_STATE_FILE), json.as_bytes())?;
+    let done = train_dir.join(&name);
+    let _ = fs::remove_dir_all(&done);
+    fs::rename(&tmp, &done).map_err(io(&done))?;
+    sync_dir(&train_dir);
+    write_atomic(&train_dir.join(LATEST_FILE), name.as_bytes())?;
+    let mut older: Vec<PathBuf> = fs::read_dir(&train_dir)
+        .map_err(io(&train_dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-"))
+                && *p != done
+        })
+        .collect();
+    older.sort();
+    let excess = older.len().saturating_sub(KEEP_CHECKPOINTS - 1);
+    for path in older.into_iter().take(excess) {
+        let _ = fs::remove_dir_all(path);
+    }
+    Ok(done)
+}
+
+/// The newest complete checkpoint of a run folder and its state, if it has one.
+pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>, RunError> {
+    let train_dir = run_dir.join(TRAIN_DIR);
+    let Ok(name) = fs::read_to_string(train_dir.join(LATEST_FILE)) else {
+        return Ok(None);
+    };
+    let dir = train_dir.join(name.trim());
+    let path = dir.join(CHECKPOINT_STATE_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| RunError::Corrupt {
+        path: path.clone(),
+        message: format!("cannot be read: {e}"),
+    })?;
+    let state = serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
+        path,
+        message: format!("not a training state: {e}"),
+    })?;
+    Ok(Some((dir, state)))
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes the parsers of user input (prompts, config files, a checkpoint's vocab.json)
-# for a fixed time each, with libFuzzer through cargo-fuzz.
+# Fuzzes the parsers of user input (prompts, config files, a checkpoint's vocab.json, GIF
+# and PNG clips) for a fixed time each, with libFuzzer through cargo-fuzz, each under a
+# 2 GiB memory limit: a reader that allocates more than that for any input is a failure.
 #
 #   scripts/fuzz.sh            # 60 s per target
 #   scripts/fuzz.sh 600        # 10 min per target
@@ -14,17 +15,19 @@ cd "$(dirname "$0")/../fuzz"
 seconds="${1:-60}"
 
 # Seed corpora: real inputs, so the fuzzer starts from valid files.
-mkdir -p corpus/config corpus/tokenize corpus/vocabulary
+mkdir -p corpus/config corpus/tokenize corpus/vocabulary corpus/gif corpus/png
 for config in ../configs/*.toml ../tests/fixtures/micro.toml; do
     cp "$config" "corpus/config/$(basename "$config")"
 done
 printf 'a red circle moving left' > corpus/tokenize/canonical
 printf 'the triangle is green and drifts upward' > corpus/tokenize/paraphrase
 cp ../checkpoints/tiny/vocab.json corpus/vocabulary/tiny.json
+cp seeds/clip.gif corpus/gif/clip.gif
+cp seeds/frames.png corpus/png/frames.png
 
-for target in tokenize config vocabulary; do
+for target in tokenize config vocabulary gif png; do
     echo "== fuzzing $target for ${seconds} s"
     cargo +nightly fuzz run "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=4096
+        -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048
 done
 echo "no crashes"

@@ -47,8 +47,8 @@ pub enum DataError {
         /// The missing video path.
         path: PathBuf,
     },
-    /// A video file is not a GIF (nor a folder of PNG frames).
-    #[error("{} is not a GIF file (videos must be animated GIFs or folders of PNG frames)", .path.display())]
+    /// A video file is neither a GIF nor an MP4 (nor a folder of PNG frames).
+    #[error("{} is not a GIF or MP4 file (videos must be animated GIFs, H.264 MP4 files or folders of PNG frames)", .path.display())]
     NotGif {
         /// The file.
         path: PathBuf,
@@ -60,6 +60,16 @@ pub enum DataError {
         path: PathBuf,
         /// What the decoder said.
         reason: String,
+    },
+    /// A clip file is larger than the readers accept (checked before decoding it).
+    #[error("{}: {what} is over the limit of {limit}", .path.display())]
+    TooLarge {
+        /// The file or folder.
+        path: PathBuf,
+        /// What is too large, e.g. "a canvas of 65535×65535 pixels".
+        what: String,
+        /// The limit, e.g. "4096 pixels a side".
+        limit: String,
     },
     /// A frame folder holds no `.png` file.
     #[error("frame folder {} holds no .png files", .path.display())]

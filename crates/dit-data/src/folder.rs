@@ -1,9 +1,11 @@
-//! A folder of captioned clips: `captions.jsonl` naming animated GIFs or PNG-frame folders.
+//! A folder of captioned clips: `captions.jsonl` naming MP4 files, animated GIFs or PNG-frame
+//! folders.
 //!
 //! Each line of `dir/captions.jsonl` is `{"video": "relative/path", "caption": "..."}`. A
-//! video is an animated GIF file or a folder of PNG frames (taken in file-name order), read
-//! by [`crate::video::read_clip`]: centre-cropped to a square, resized to `size × size` and
-//! `frames` evenly spaced frames kept. Everything is loaded at [`ClipFolder::open`], so every
+//! video is an H.264 MP4 file, an animated GIF file or a folder of PNG frames (taken in
+//! file-name order), read by [`crate::video::read_clip_sampled`]: centre-cropped to a square,
+//! resized to `size × size`, and `frames` frames kept as the [`FrameSampling`] says.
+//! Everything is loaded at [`ClipFolder::open`], so every
 //! error surfaces there, by name; nothing is skipped.
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use serde::Deserialize;
 
 use crate::error::DataError;
 use crate::moving_shapes::VideoItem;
-use crate::video::read_clip;
+use crate::video::{FrameSampling, read_clip_sampled};
 
 /// One line of `captions.jsonl`.
 #[derive(Debug, Deserialize)]
@@ -31,8 +33,14 @@ pub struct ClipFolder {
 }
 
 impl ClipFolder {
-    /// Reads every clip listed in `dir/captions.jsonl` as `frames` frames of `size × size`.
-    pub fn open(dir: impl AsRef<Path>, frames: usize, size: usize) -> Result<Self, DataError> {
+    /// Reads every clip listed in `dir/captions.jsonl` as `frames` frames of `size × size`,
+    /// chosen by `sampling`.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        frames: usize,
+        size: usize,
+        sampling: FrameSampling,
+    ) -> Result<Self, DataError> {
         let dir = dir.as_ref();
         let captions = dir.join("captions.jsonl");
         if !captions.is_file() {
@@ -61,7 +69,7 @@ impl ClipFolder {
                     path,
                 });
             }
-            let clip = read_clip(&path, frames, size)?;
+            let clip = read_clip_sampled(&path, frames, size, sampling)?;
             items.push(VideoItem {
                 clip,
                 caption: entry.caption,
@@ -157,7 +165,7 @@ mod tests {
     #[test]
     fn reads_gifs_and_png_folders() {
         let tmp = sample_folder();
-        let folder = ClipFolder::open(tmp.path(), 4, 8).unwrap();
+        let folder = ClipFolder::open(tmp.path(), 4, 8, FrameSampling::Spread).unwrap();
         assert_eq!(folder.len(), 3);
         let items: Vec<VideoItem> = (0..3).map(|i| folder.get(i).unwrap()).collect();
         for item in &items {
@@ -188,7 +196,7 @@ mod tests {
     #[test]
     fn index_past_the_end_is_an_error() {
         let tmp = sample_folder();
-        let folder = ClipFolder::open(tmp.path(), 4, 8).unwrap();
+        let folder = ClipFolder::open(tmp.path(), 4, 8, FrameSampling::Spread).unwrap();
         assert!(folder.get(2).is_ok());
         let err = folder.get(3).unwrap_err().to_string();
         assert!(
@@ -199,7 +207,7 @@ mod tests {
     }
 
     fn open_err(tmp: &TempDir, frames: usize) -> String {
-        ClipFolder::open(tmp.path(), frames, 8)
+        ClipFolder::open(tmp.path(), frames, 8, FrameSampling::Spread)
             .unwrap_err()
             .to_string()
     }

@@ -5,6 +5,7 @@
 //! - [`moving_shapes`]: the procedurally generated, deterministic data set;
 //! - [`video`]: reading clips from GIFs / PNG-frame folders, and writing GIFs, PNG frames
 //!   and contact sheets;
+//! - [`figure`]: charts with axes and legends, and contact sheets with each row's text;
 //! - [`folder`]: the captioned clips listed by a folder's `captions.jsonl`;
 //! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
 //! - [`judge`]: what a clip shows, judged from its pixels alone;
@@ -12,6 +13,7 @@
 
 pub mod batcher;
 pub mod error;
+pub mod figure;
 pub mod folder;
 pub mod judge;
 pub mod moving_shapes;

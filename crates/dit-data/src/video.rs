@@ -1,24 +1,30 @@
-//! Reading and writing clips: animated GIFs and folders of PNG frames, and contact sheets.
+//! Reading and writing clips: animated GIFs and folders of PNG frames (contact sheets with
+//! their text are drawn by [`crate::figure`]).
 //!
 //! Reading ([`read_clip`]) takes an animated GIF file or a folder of PNG frames (in file-name
 //! order), composites transparency over black, centre-crops each frame to a square, resizes
 //! it to `size × size` (area average when shrinking, nearest pixel when growing) and keeps
 //! `frames` evenly spaced frames. Every bad file is one [`DataError`] naming it.
 //!
-//! Writing ([`write_gif`], [`write_frames`], [`write_sheet`], [`write_png`]) turns clips into
-//! files, each pixel repeated `scale × scale` times; failures are an [`OutputError`].
+//! Writing ([`write_gif`], [`write_frames`], [`write_png`]) turns clips into
+//! files, each pixel repeated `scale × scale` times; every file is written atomically, and
+//! failures are an [`OutputError`].
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use image::codecs::gif::{GifDecoder, GifEncoder, Repeat};
 use image::codecs::png::{PngDecoder, PngEncoder};
 use image::imageops::{self, FilterType};
 use image::{
-    AnimationDecoder, Delay, DynamicImage, ExtendedColorType, ImageEncoder, ImageError,
-    ImageFormat, RgbImage, RgbaImage,
+    AnimationDecoder, Delay, DynamicImage, ExtendedColorType, ImageDecoder, ImageEncoder,
+    ImageError, ImageFormat, Limits, RgbImage, RgbaImage,
 };
+
+use dit_model::run::write_atomic;
+
+mod mp4;
 
 use crate::error::DataError;
 use crate::render::Clip;
@@ -27,15 +33,56 @@ use crate::render::Clip;
 // Reading
 // ---------------------------------------------------------------------------------------------
 
-/// Reads the clip at `path` — an animated GIF file, or a folder of PNG frames taken in
-/// file-name order — as `frames` evenly spaced frames of `size × size`.
+/// Largest width or height of a clip's frames that the readers decode.
+pub const MAX_SIDE: u32 = 4096;
+/// Most frames the readers take from one clip.
+pub const MAX_FRAMES: usize = 10_000;
+/// Largest clip file (a GIF, or one PNG frame) the readers open.
+pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+/// Reads the clip at `path` — an animated GIF or H.264 MP4 file, or a folder of PNG frames
+/// taken in file-name order — as `frames` evenly spaced frames of `size × size`.
+///
+/// Files over [`MAX_FILE_BYTES`], canvases over [`MAX_SIDE`] a side and clips of more than
+/// [`MAX_FRAMES`] frames are refused, from their headers, before anything is decoded; each
+/// frame is cropped and resized as soon as it is decoded, so memory stays bounded by one
+/// canvas plus [`MAX_FRAMES`] frames of `size × size`.
 pub fn read_clip(path: &Path, frames: usize, size: usize) -> Result<Clip, DataError> {
-    let decoded = if path.is_dir() {
-        read_png_folder(path)?
+    read_clip_sampled(path, frames, size, FrameSampling::Spread)
+}
+
+/// Which frames of a longer clip a reader keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameSampling {
+    /// The wanted frames spread evenly from the clip's first frame to its last.
+    #[default]
+    Spread,
+    /// Every `n`-th frame from the first: the clip keeps its own pace (its rate divided by
+    /// `n`) and its start; the rest of a longer clip is left out.
+    Stride(usize),
+}
+
+/// [`read_clip`], keeping the frames `sampling` says.
+pub fn read_clip_sampled(
+    path: &Path,
+    frames: usize,
+    size: usize,
+    sampling: FrameSampling,
+) -> Result<Clip, DataError> {
+    if sampling == FrameSampling::Stride(0) {
+        return Err(DataError::InvalidConfig {
+            field: "frame_stride",
+            reason: "must be positive".into(),
+        });
+    }
+    let mut decoded = Decoded::new(path, clip_side(size)?, frames);
+    decoded.sampling = sampling;
+    if path.is_dir() {
+        read_png_folder(path, &mut decoded)?;
     } else {
-        read_gif(path)?
-    };
-    to_clip(path, &decoded, frames, size)
+        read_clip_file(path, &mut decoded)?;
+    }
+    decoded.into_clip()
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
@@ -51,6 +98,11 @@ fn decode_error(path: &Path) -> impl Fn(ImageError) -> DataError + '_ {
             path: path.to_owned(),
             source,
         },
+        ImageError::Limits(_) => DataError::TooLarge {
+            path: path.to_owned(),
+            what: "decoding it".into(),
+            limit: format!("{MAX_SIDE} pixels a side"),
+        },
         e => DataError::Decode {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -58,11 +110,165 @@ fn decode_error(path: &Path) -> impl Fn(ImageError) -> DataError + '_ {
     }
 }
 
-/// Decodes an animated GIF into full-canvas frames (frame offsets and disposal applied by
-/// `image`'s GIF decoder), transparency shown as black.
-fn read_gif(path: &Path) -> Result<Vec<RgbImage>, DataError> {
-    let mut reader = BufReader::new(File::open(path).map_err(io_error(path))?);
-    // Judged by content, not by name: a `.gif` holding anything else is "not a GIF".
+/// The decoders' own limits: no canvas over [`MAX_SIDE`], no allocation over one RGBA canvas
+/// of that size.
+fn limits() -> Limits {
+    let mut limits = Limits::no_limits();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(u64::from(MAX_SIDE) * u64::from(MAX_SIDE) * 4);
+    limits
+}
+
+/// Opens a clip file after checking its size.
+fn open_limited(path: &Path) -> Result<BufReader<File>, DataError> {
+    let file = File::open(path).map_err(io_error(path))?;
+    check_file_size(path, file.metadata().map_err(io_error(path))?.len())?;
+    Ok(BufReader::new(file))
+}
+
+/// Checks a clip file's size against [`MAX_FILE_BYTES`].
+fn check_file_size(path: &Path, bytes: u64) -> Result<(), DataError> {
+    if bytes > MAX_FILE_BYTES {
+        return Err(DataError::TooLarge {
+            path: path.to_owned(),
+            what: format!("a file of {bytes} bytes"),
+            limit: format!("{MAX_FILE_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+/// The side of the clips to read, checked.
+fn clip_side(size: usize) -> Result<u32, DataError> {
+    u32::try_from(size)
+        .ok()
+        .filter(|&s| s > 0 && s <= MAX_SIDE)
+        .ok_or_else(|| DataError::InvalidConfig {
+            field: "size",
+            reason: format!("must be between 1 and {MAX_SIDE}, got {size}"),
+        })
+}
+
+/// Checks a canvas size read from a file's header.
+fn check_canvas(path: &Path, (width, height): (u32, u32)) -> Result<(), DataError> {
+    if width > MAX_SIDE || height > MAX_SIDE {
+        return Err(DataError::TooLarge {
+            path: path.to_owned(),
+            what: format!("a canvas of {width}×{height} pixels"),
+            limit: format!("{MAX_SIDE} pixels a side"),
+        });
+    }
+    Ok(())
+}
+
+/// The frames of one clip file, each cropped and resized to `side` as it arrives.
+struct Decoded<'a> {
+    path: &'a Path,
+    side: u32,
+    /// Frames the clip must have.
+    needed: usize,
+    /// Which of the decoded frames the clip keeps.
+    sampling: FrameSampling,
+    /// Width and height of the first frame, which every frame must share.
+    first: Option<(u32, u32)>,
+    frames: Vec<RgbImage>,
+}
+
+impl<'a> Decoded<'a> {
+    fn new(path: &'a Path, side: u32, needed: usize) -> Self {
+        Self {
+            path,
+            side,
+            needed,
+            sampling: FrameSampling::Spread,
+            first: None,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Checks the frame count before a frame is decoded.
+    fn make_room(&self) -> Result<(), DataError> {
+        if self.frames.len() >= MAX_FRAMES {
+            return Err(DataError::TooLarge {
+                path: self.path.to_owned(),
+                what: format!("a clip of more than {MAX_FRAMES} frames"),
+                limit: format!("{MAX_FRAMES} frames"),
+            });
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, frame: RgbImage) -> Result<(), DataError> {
+        self.make_room()?;
+        let dims = frame.dimensions();
+        let first = *self.first.get_or_insert(dims);
+        if dims != first {
+            let size = |(w, h): (u32, u32)| (w as usize, h as usize);
+            return Err(DataError::FrameSizeMismatch {
+                path: self.path.to_owned(),
+                first: size(first),
+                other: size(dims),
+            });
+        }
+        self.frames.push(crop_resize(&frame, self.side));
+        Ok(())
+    }
+
+    /// Keeps `frames` evenly spaced frames.
+    fn into_clip(self) -> Result<Clip, DataError> {
+        let frames = self.needed;
+        let found = self.frames.len();
+        let span = match self.sampling {
+            FrameSampling::Spread => frames,
+            FrameSampling::Stride(n) => frames.saturating_sub(1).saturating_mul(n) + 1,
+        };
+        if found < span || found == 0 {
+            return Err(DataError::TooFewFrames {
+                path: self.path.to_owned(),
+                found,
+                needed: span.max(1),
+            });
+        }
+        let size = self.side as usize;
+        let mut clip = Clip::black(frames, size, size);
+        let len = size * size * 3;
+        for f in 0..frames {
+            let source = match self.sampling {
+                FrameSampling::Stride(n) => f * n,
+                FrameSampling::Spread if frames > 1 => {
+                    (f * (found - 1) + (frames - 1) / 2) / (frames - 1)
+                }
+                FrameSampling::Spread => 0,
+            };
+            clip.pixels[f * len..(f + 1) * len].copy_from_slice(self.frames[source].as_raw());
+        }
+        Ok(clip)
+    }
+}
+
+/// Decodes a clip file frame by frame: an animated GIF or an H.264 MP4, told apart by their
+/// content, not their name.
+fn read_clip_file(path: &Path, decoded: &mut Decoded<'_>) -> Result<(), DataError> {
+    let mut reader = open_limited(path)?;
+    let bytes = reader.get_ref().metadata().map_err(io_error(path))?.len();
+    let mut magic = Vec::with_capacity(16);
+    (&mut reader)
+        .take(16)
+        .read_to_end(&mut magic)
+        .and_then(|_| reader.rewind())
+        .map_err(io_error(path))?;
+    if mp4::is_mp4(&magic) {
+        mp4::decode(reader, bytes, decoded)
+    } else {
+        decode_gif(reader, decoded)
+    }
+}
+
+/// Decodes an animated GIF frame by frame (frame offsets and disposal applied by `image`'s
+/// GIF decoder), transparency shown as black.
+fn decode_gif(mut reader: impl BufRead + Seek, decoded: &mut Decoded<'_>) -> Result<(), DataError> {
+    let path = decoded.path;
     let mut magic = Vec::with_capacity(16);
     (&mut reader)
         .take(16)
@@ -74,12 +280,45 @@ fn read_gif(path: &Path) -> Result<Vec<RgbImage>, DataError> {
             path: path.to_owned(),
         });
     }
-    let decoder = GifDecoder::new(reader).map_err(decode_error(path))?;
-    decoder
-        .into_frames()
-        .map(|frame| frame.map(|f| rgba_over_black(f.buffer())))
-        .collect::<Result<_, _>>()
-        .map_err(decode_error(path))
+    let mut decoder = GifDecoder::new(reader).map_err(decode_error(path))?;
+    check_canvas(path, decoder.dimensions())?;
+    decoder.set_limits(limits()).map_err(decode_error(path))?;
+    let mut frames = decoder.into_frames();
+    loop {
+        decoded.make_room()?;
+        match frames.next() {
+            None => return Ok(()),
+            Some(frame) => {
+                let frame = frame.map_err(decode_error(path))?;
+                decoded.push(rgba_over_black(frame.buffer()))?;
+            }
+        }
+    }
+}
+
+/// Reads an animated GIF held in memory as [`read_clip`] reads a GIF file, with the same
+/// limits; `name` stands for the file in errors. (What the fuzz target of the GIF reader
+/// calls.)
+pub fn gif_from_bytes(
+    bytes: &[u8],
+    name: &Path,
+    frames: usize,
+    size: usize,
+) -> Result<Clip, DataError> {
+    let mut decoded = Decoded::new(name, clip_side(size)?, frames);
+    check_file_size(name, bytes.len() as u64)?;
+    decode_gif(std::io::Cursor::new(bytes), &mut decoded)?;
+    decoded.into_clip()
+}
+
+/// Reads one PNG frame held in memory as [`read_clip`] reads each frame of a folder, with
+/// the same limits; `name` stands for the file in errors. (What the fuzz target of the PNG
+/// reader calls.)
+pub fn png_from_bytes(bytes: &[u8], name: &Path, size: usize) -> Result<Clip, DataError> {
+    let mut decoded = Decoded::new(name, clip_side(size)?, 1);
+    check_file_size(name, bytes.len() as u64)?;
+    decoded.push(decode_png(std::io::Cursor::new(bytes), name)?)?;
+    decoded.into_clip()
 }
 
 /// RGBA pixels composited over black, as RGB.
@@ -97,7 +336,7 @@ fn rgba_over_black(rgba: &RgbaImage) -> RgbImage {
 }
 
 /// Reads the `.png` files of a folder in file-name order.
-fn read_png_folder(dir: &Path) -> Result<Vec<RgbImage>, DataError> {
+fn read_png_folder(dir: &Path, decoded: &mut Decoded<'_>) -> Result<(), DataError> {
     let mut paths: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
         let path = entry.map_err(io_error(dir))?.path();
@@ -105,6 +344,13 @@ fn read_png_folder(dir: &Path) -> Result<Vec<RgbImage>, DataError> {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("png"))
         {
+            if paths.len() == MAX_FRAMES {
+                return Err(DataError::TooLarge {
+                    path: dir.to_owned(),
+                    what: format!("a folder of more than {MAX_FRAMES} frames"),
+                    limit: format!("{MAX_FRAMES} frames"),
+                });
+            }
             paths.push(path);
         }
     }
@@ -113,61 +359,36 @@ fn read_png_folder(dir: &Path) -> Result<Vec<RgbImage>, DataError> {
             path: dir.to_owned(),
         });
     }
+    if paths.len() < decoded.needed {
+        return Err(DataError::TooFewFrames {
+            path: dir.to_owned(),
+            found: paths.len(),
+            needed: decoded.needed,
+        });
+    }
     paths.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
-    paths.iter().map(|p| read_png(p)).collect()
+    for path in &paths {
+        decoded.push(read_png(path)?)?;
+    }
+    Ok(())
+}
+
+/// Decodes one PNG file.
+fn read_png(path: &Path) -> Result<RgbImage, DataError> {
+    decode_png(open_limited(path)?, path)
 }
 
 /// Decodes one PNG of any colour type and bit depth into 8-bit RGB (alpha over black).
-fn read_png(path: &Path) -> Result<RgbImage, DataError> {
-    let file = File::open(path).map_err(io_error(path))?;
-    let decoder = PngDecoder::new(BufReader::new(file)).map_err(decode_error(path))?;
+fn decode_png(reader: impl BufRead + Seek, path: &Path) -> Result<RgbImage, DataError> {
+    let mut decoder = PngDecoder::new(reader).map_err(decode_error(path))?;
+    check_canvas(path, decoder.dimensions())?;
+    decoder.set_limits(limits()).map_err(decode_error(path))?;
     let image = DynamicImage::from_decoder(decoder).map_err(decode_error(path))?;
     Ok(if image.color().has_alpha() {
         rgba_over_black(&image.to_rgba8())
     } else {
         image.to_rgb8()
     })
-}
-
-/// Picks `frames` evenly spaced frames, crops them square and resizes them to `size`.
-fn to_clip(
-    path: &Path,
-    decoded: &[RgbImage],
-    frames: usize,
-    size: usize,
-) -> Result<Clip, DataError> {
-    if decoded.len() < frames || decoded.is_empty() {
-        return Err(DataError::TooFewFrames {
-            path: path.to_owned(),
-            found: decoded.len(),
-            needed: frames.max(1),
-        });
-    }
-    let dims = |f: &RgbImage| (f.width() as usize, f.height() as usize);
-    let first = dims(&decoded[0]);
-    if let Some(other) = decoded.iter().map(dims).find(|&s| s != first) {
-        return Err(DataError::FrameSizeMismatch {
-            path: path.to_owned(),
-            first,
-            other,
-        });
-    }
-    let side = u32::try_from(size).map_err(|_| DataError::InvalidConfig {
-        field: "size",
-        reason: format!("{size} is too large for an image side"),
-    })?;
-    let mut clip = Clip::black(frames, size, size);
-    let len = size * size * 3;
-    for f in 0..frames {
-        let source = if frames > 1 {
-            (f * (decoded.len() - 1) + (frames - 1) / 2) / (frames - 1)
-        } else {
-            0
-        };
-        let resized = crop_resize(&decoded[source], side);
-        clip.pixels[f * len..(f + 1) * len].copy_from_slice(resized.as_raw());
-    }
-    Ok(clip)
 }
 
 /// Centre-crops `frame` to a square and resizes it to `size × size`: an area average when
@@ -205,10 +426,15 @@ fn error(path: &Path, e: impl ToString) -> OutputError {
     }
 }
 
-fn create(path: &Path) -> Result<BufWriter<File>, OutputError> {
-    File::create(path)
-        .map(BufWriter::new)
-        .map_err(|e| error(path, e))
+/// Writes what `encode` produces to `path` atomically (see [`write_atomic`]): a failed or
+/// killed run leaves no empty or partial file, and never replaces a good one.
+fn write_encoded(
+    path: &Path,
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ImageError>,
+) -> Result<(), OutputError> {
+    let mut bytes = Vec::new();
+    encode(&mut bytes).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
 }
 
 /// One frame as RGB bytes, each pixel repeated `scale×scale` times.
@@ -232,12 +458,9 @@ pub fn write_gif(clip: &Clip, path: &Path, scale: usize, delay_cs: u16) -> Resul
     let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
         return Err(error(path, format!("{w}x{h} is too large for a GIF")));
     };
-    let mut out = create(path)?;
-    {
-        let mut encoder = GifEncoder::new_with_speed(&mut out, 10);
-        encoder
-            .set_repeat(Repeat::Infinite)
-            .map_err(|e| error(path, e))?;
+    write_encoded(path, |out| {
+        let mut encoder = GifEncoder::new_with_speed(out, 10);
+        encoder.set_repeat(Repeat::Infinite)?;
         let delay = Delay::from_numer_denom_ms(u32::from(delay_cs) * 10, 1);
         for f in 0..clip.frames {
             let rgba: Vec<u8> = frame_rgb(clip, f, scale)
@@ -245,13 +468,11 @@ pub fn write_gif(clip: &Clip, path: &Path, scale: usize, delay_cs: u16) -> Resul
                 .flat_map(|p| [p[0], p[1], p[2], 255])
                 .collect();
             let buffer = RgbaImage::from_raw(w32, h32, rgba).expect("4 bytes a pixel");
-            encoder
-                .encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))
-                .map_err(|e| error(path, e))?;
+            encoder.encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))?;
         }
         // Dropping the encoder writes the GIF trailer.
-    }
-    out.flush().map_err(|e| error(path, e))
+        Ok(())
+    })
 }
 
 /// Writes an RGB image as PNG.
@@ -272,11 +493,113 @@ pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result
             format!("{width}x{height} is too large for a PNG"),
         ));
     };
-    let mut out = create(path)?;
-    PngEncoder::new(&mut out)
-        .write_image(rgb, w, h, ExtendedColorType::Rgb8)
-        .map_err(|e| error(path, e))?;
-    out.flush().map_err(|e| error(path, e))
+    write_encoded(path, |out| {
+        PngEncoder::new(out).write_image(rgb, w, h, ExtendedColorType::Rgb8)
+    })
+}
+
+/// What a clip is written as, chosen by the file's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClipFormat {
+    /// `.gif`: an endlessly looping animated GIF.
+    Gif,
+    /// `.png`: the frames side by side in one picture.
+    Png,
+    /// `.mp4`: H.264 video in an MP4 container.
+    Mp4,
+}
+
+impl ClipFormat {
+    /// The format a path's extension names; any other extension is an error.
+    pub fn of_path(path: &Path) -> Result<Self, OutputError> {
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        extension.parse().map_err(|e| error(path, e))
+    }
+
+    /// The file extension, without the dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ClipFormat::Gif => "gif",
+            ClipFormat::Png => "png",
+            ClipFormat::Mp4 => "mp4",
+        }
+    }
+}
+
+impl std::str::FromStr for ClipFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "gif" => Ok(ClipFormat::Gif),
+            "png" => Ok(ClipFormat::Png),
+            "mp4" => Ok(ClipFormat::Mp4),
+            "" => Err("the file name has no extension: use .gif, .mp4 or .png".into()),
+            other => Err(format!(
+                "unknown clip format `{other}`: use gif, mp4 or png"
+            )),
+        }
+    }
+}
+
+/// Frames shown a second in written clips, unless asked otherwise: the rate the GIFs of this
+/// project have always played at.
+pub const FRAMES_PER_SECOND: u16 = 8;
+
+/// Writes an MP4 file of H.264 video (OpenH264, Constrained Baseline), `fps` frames a second. Odd
+/// sides are padded by repeating the last row or column (H.264 stores colour at half
+/// resolution).
+pub fn write_mp4(clip: &Clip, path: &Path, scale: usize, fps: u16) -> Result<(), OutputError> {
+    if clip.frames == 0 {
+        return Err(error(path, "an MP4 needs at least one frame"));
+    }
+    if !(1..=120).contains(&fps) {
+        return Err(error(
+            path,
+            format!("{fps} frames a second is not in 1..=120"),
+        ));
+    }
+    let (w, h) = (clip.width * scale, clip.height * scale);
+    let (even_w, even_h) = (w + w % 2, h + h % 2);
+    if even_w > MAX_SIDE as usize || even_h > MAX_SIDE as usize {
+        return Err(error(
+            path,
+            format!("{w}x{h} is too large for this MP4 writer"),
+        ));
+    }
+    let frames: Vec<Vec<u8>> = (0..clip.frames)
+        .map(|f| {
+            let rgb = frame_rgb(clip, f, scale);
+            let mut padded = Vec::with_capacity(even_w * even_h * 3);
+            for y in 0..even_h {
+                let row = &rgb[y.min(h - 1) * w * 3..(y.min(h - 1) + 1) * w * 3];
+                padded.extend_from_slice(row);
+                if even_w > w {
+                    padded.extend_from_slice(&row[(w - 1) * 3..]);
+                }
+            }
+            padded
+        })
+        .collect();
+    let bytes = mp4::encode(&frames, even_w, even_h, u32::from(fps)).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
+}
+
+/// Writes a clip in the format its path's extension names ([`ClipFormat`]), atomically,
+/// `fps` frames a second (GIF and MP4).
+pub fn write_clip(clip: &Clip, path: &Path, scale: usize, fps: u16) -> Result<(), OutputError> {
+    match ClipFormat::of_path(path)? {
+        ClipFormat::Gif => write_gif(clip, path, scale, 100 / fps.clamp(1, 100)),
+        ClipFormat::Mp4 => write_mp4(clip, path, scale, fps),
+        ClipFormat::Png => {
+            let (width, height, rgb) = sheet_rgb(std::slice::from_ref(clip), scale);
+            write_png(path, width, height, &rgb)
+        }
+    }
 }
 
 /// Writes each frame as `frame_000.png`, … in `dir` (created if needed).
@@ -317,15 +640,113 @@ pub(crate) fn sheet_rgb(clips: &[Clip], scale: usize) -> (usize, usize, Vec<u8>)
     (width, height, rgb)
 }
 
-/// Writes a contact sheet of `clips` (see [`sheet_rgb`]).
-pub fn write_sheet(clips: &[Clip], path: &Path, scale: usize) -> Result<(), OutputError> {
-    let (w, h, rgb) = sheet_rgb(clips, scale);
-    write_png(path, w, h, &rgb)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A Moving Shapes clip of `caption`'s composition, and the composition.
+    fn shapes_clip(caption: &str) -> (Clip, crate::Composition) {
+        let composition = crate::Composition::parse_caption(caption).unwrap();
+        let config = crate::MovingShapesConfig::new();
+        let item = crate::MovingShapes::clip_for(
+            &config,
+            composition,
+            3,
+            0,
+            crate::CaptionMode::Canonical,
+        );
+        (item.clip, composition)
+    }
+
+    #[test]
+    fn mp4_round_trip_keeps_frames_size_and_content() {
+        let dir = tempfile::tempdir().unwrap();
+        for (scale, caption) in [
+            (2, "a red circle moving right"),
+            (4, "a cyan square moving up"),
+        ] {
+            let (clip, composition) = shapes_clip(caption);
+            let path = dir.path().join(format!("clip-{scale}.mp4"));
+            write_mp4(&clip, &path, scale, FRAMES_PER_SECOND).unwrap();
+            let back = read_clip(&path, clip.frames, clip.width).unwrap();
+            assert_eq!(
+                (back.frames, back.height, back.width),
+                (clip.frames, clip.height, clip.width)
+            );
+            let psnr = crate::psnr(std::slice::from_ref(&clip), std::slice::from_ref(&back));
+            assert!(psnr >= 30.0, "scale {scale}: PSNR {psnr:.1} dB");
+            assert!(crate::judge_clip(&back).matches(&composition).all());
+        }
+    }
+
+    #[test]
+    fn a_stride_keeps_the_clips_own_pace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ramp.gif");
+        // Frame i is grey level 10·i.
+        write_gif(&filled(16, 8, 8, |i| [(i * 10) as u8; 3]), &path, 1, 10).unwrap();
+        let level = |clip: &Clip, f: usize| clip.pixel(f, 4, 4)[0];
+        let clip = read_clip_sampled(&path, 4, 8, FrameSampling::Stride(3)).unwrap();
+        assert_eq!(
+            (0..4).map(|f| level(&clip, f)).collect::<Vec<_>>(),
+            [0, 30, 60, 90]
+        );
+        let spread = read_clip(&path, 4, 8).unwrap();
+        assert_eq!(
+            (0..4).map(|f| level(&spread, f)).collect::<Vec<_>>(),
+            [0, 50, 100, 150]
+        );
+        let err = read_clip_sampled(&path, 4, 8, FrameSampling::Stride(6)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has 16 frames, the clips need at least 19"),
+            "{err}"
+        );
+        assert!(read_clip_sampled(&path, 4, 8, FrameSampling::Stride(0)).is_err());
+    }
+
+    #[test]
+    fn odd_sides_are_padded_for_h264() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.mp4");
+        let clip = filled(3, 17, 23, |f| [40 * f as u8, 200, 90]);
+        write_mp4(&clip, &path, 1, 8).unwrap();
+        // Read back at the padded size's square crop: 24×18 → the centred 18×18.
+        let back = read_clip(&path, 3, 18).unwrap();
+        assert_eq!(back.frames, 3);
+        let [r, g, b] = back.pixel(2, 3, 3);
+        assert!(r.abs_diff(80) < 8 && g.abs_diff(200) < 8 && b.abs_diff(90) < 8);
+    }
+
+    #[test]
+    fn bad_mp4_files_are_one_line_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (clip, _) = shapes_clip("a red circle moving right");
+        let good = dir.path().join("good.mp4");
+        write_mp4(&clip, &good, 1, 8).unwrap();
+        let bytes = std::fs::read(&good).unwrap();
+        let truncated = dir.path().join("truncated.mp4");
+        std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+        let err = read_err(&truncated, 2);
+        assert!(
+            err.contains("truncated.mp4") && !err.contains('\n'),
+            "{err}"
+        );
+        // Asking for more frames than the clip has.
+        let err = read_err(&good, 9);
+        assert!(
+            err.contains("has 8 frames, the clips need at least 9"),
+            "{err}"
+        );
+        // An MP4 box of random bytes after a valid file type box.
+        let junk = dir.path().join("junk.mp4");
+        let mut noise = bytes[..32].to_vec();
+        noise.extend((0..4000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8));
+        std::fs::write(&junk, noise).unwrap();
+        let err = read_err(&junk, 2);
+        assert!(err.contains("junk.mp4"), "{err}");
+    }
+
     use image::codecs::png::PngEncoder;
 
     fn clip() -> Clip {
@@ -494,7 +915,10 @@ mod tests {
             // Blue 1 × 1 at (3, 0), kept.
             frame(1, 1, (3, 0), [0, 0, 255, 255], gif::DisposalMethod::Keep);
         }
-        let frames = read_gif(&path).unwrap();
+        // Read at the canvas size, so that resizing leaves the frames as decoded.
+        let mut decoded = Decoded::new(&path, 4, 3);
+        read_clip_file(&path, &mut decoded).unwrap();
+        let frames = decoded.frames;
         assert_eq!(frames.len(), 3);
         let at = |f: usize, x: u32, y: u32| frames[f].get_pixel(x, y).0;
         assert!(frames.iter().all(|f| f.dimensions() == (4, 4)));

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
-use dit_data::video::write_sheet;
+use dit_data::figure::ContactSheet;
 use dit_data::{
     CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
     judge_clip, psnr, video_to_clips,
@@ -259,21 +259,127 @@ pub fn table(report: &Report) -> String {
     out
 }
 
-/// Writes `eval.json` and `failures.png` (up to 48 failed clips, one per row) into `dir`.
+/// Most failed clips `failures.png` shows.
+pub const MAX_FAILURES_SHOWN: usize = 48;
+
+/// Writes `eval.json` and `failures.png` into `dir`: up to [`MAX_FAILURES_SHOWN`] failed
+/// clips, one per row, each with its prompt and seed, what it asked for and what the judge
+/// saw (naming the parts that were wrong).
 pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     write_atomic(
         &dir.join("eval.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
-    let failures: Vec<Clip> = results
+    let failures: Vec<&(Clip, Verdict)> = results
         .iter()
         .filter(|(_, v)| !(v.colour && v.shape && v.direction))
-        .take(48)
-        .map(|(c, _)| c.clone())
         .collect();
-    if !failures.is_empty() {
-        write_sheet(&failures, &dir.join("failures.png"), 2)?;
+    if failures.is_empty() {
+        return Ok(());
     }
+    let shown = failures.len().min(MAX_FAILURES_SHOWN);
+    let mut sheet = ContactSheet::new(2).header(format!(
+        "{} of {} clips failed{} · {} {} steps · guidance {}",
+        failures.len(),
+        results.len(),
+        if shown < failures.len() {
+            format!(" (the first {shown} shown)")
+        } else {
+            String::new()
+        },
+        report.steps,
+        report.sampler,
+        report.guidance
+    ));
+    for (clip, verdict) in &failures[..shown] {
+        sheet = sheet.row(clip, failure_text(verdict));
+    }
+    sheet.write(&dir.join("failures.png"))?;
     Ok(())
+}
+
+/// The lines beside a failed clip: the prompt and seed, what was asked, what was judged.
+fn failure_text(v: &Verdict) -> [String; 3] {
+    let wrong: Vec<&str> = [
+        (v.colour, "colour"),
+        (v.shape, "shape"),
+        (v.direction, "direction"),
+    ]
+    .into_iter()
+    .filter(|(right, _)| !right)
+    .map(|(_, part)| part)
+    .collect();
+    let held_out = if v.held_out { " · held out" } else { "" };
+    [
+        format!("\"{}\" · seed {}{held_out}", v.prompt, v.seed),
+        format!("asked: {}", v.expected),
+        format!("judged: {} (wrong: {})", v.judged, wrong.join(", ")),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(colour: bool, shape: bool, direction: bool) -> Verdict {
+        Verdict {
+            prompt: "a box in red moving down".into(),
+            expected: "a red square moving down".into(),
+            judged: "a red circle moving down".into(),
+            colour,
+            shape,
+            direction,
+            held_out: false,
+            area_variation: 0.0,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn failures_sheet_says_what_was_asked_and_what_was_judged() {
+        assert_eq!(
+            failure_text(&verdict(true, false, true)),
+            [
+                "\"a box in red moving down\" · seed 1",
+                "asked: a red square moving down",
+                "judged: a red circle moving down (wrong: shape)",
+            ]
+        );
+        let held_out = Verdict {
+            held_out: true,
+            ..verdict(false, true, false)
+        };
+        let text = failure_text(&held_out);
+        assert!(text[0].ends_with("· held out"), "{}", text[0]);
+        assert!(
+            text[2].ends_with("(wrong: colour, direction)"),
+            "{}",
+            text[2]
+        );
+
+        let tmp = tempfile::tempdir().unwrap();
+        let clip = Clip::black(2, 8, 8);
+        let mut results = vec![(clip.clone(), verdict(true, true, true))];
+        let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
+        let report = Report {
+            train: Scores::of(verdicts.iter()),
+            held_out: Scores::of(verdicts.iter()),
+            autoencoder_psnr: 30.0,
+            autoencoder_joint: 1.0,
+            sampler: "DDIM (η = 0)".into(),
+            steps: 50,
+            guidance: 3.0,
+            seeds: 1,
+            sampling_seconds: 1.0,
+            verdicts,
+        };
+        // Nothing failed: no sheet.
+        write_report(&report, &results, tmp.path()).unwrap();
+        assert!(tmp.path().join("eval.json").is_file());
+        assert!(!tmp.path().join("failures.png").exists());
+        results.push((clip, verdict(true, false, true)));
+        write_report(&report, &results, tmp.path()).unwrap();
+        assert!(tmp.path().join("failures.png").is_file());
+    }
 }

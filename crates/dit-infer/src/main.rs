@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use dit_data::video::{write_frames, write_gif, write_sheet};
+use dit_data::figure::write_prompt_sheet;
+use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
-use dit_infer::pipeline::{GenerateOptions, generate};
+use dit_infer::pipeline::{GenerateOptions, generate, tokenize};
 use dit_infer::sampler::SamplerKind;
 use dit_model::{Backend, TrainedModel};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -32,12 +33,20 @@ struct Args {
     /// A file with one prompt per line (batch mode; needs --out-dir).
     #[arg(long, requires = "out_dir")]
     prompts_file: Option<PathBuf>,
-    /// Output GIF (single prompt).
+    /// Output clip (single prompt): `.gif` (animated), `.mp4` (H.264) or `.png` (the frames
+    /// side by side).
     #[arg(long, default_value = "out.gif", conflicts_with = "prompts_file")]
     out: PathBuf,
     /// Output folder for batch mode: 000.gif, 001.gif, … in prompt order.
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// Format of the clips of batch mode: gif, mp4 or png.
+    #[arg(long, default_value = "gif", requires = "out_dir")]
+    format: ClipFormat,
+    /// Prompts denoised, decoded and written together in batch mode; memory grows with it,
+    /// not with the length of the prompts file.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
     /// Run folder of a trained model (default: the shipped checkpoint).
     #[arg(long, global = true)]
     checkpoint: Option<PathBuf>,
@@ -62,6 +71,9 @@ struct Args {
     /// Also write a contact sheet (all clips, frames side by side) to this PNG.
     #[arg(long)]
     sheet: Option<PathBuf>,
+    /// Frames a second of GIF and MP4 outputs.
+    #[arg(long, default_value_t = FRAMES_PER_SECOND)]
+    fps: u16,
     /// Pixel magnification of the outputs.
     #[arg(long, default_value_t = 4)]
     scale: usize,
@@ -97,7 +109,8 @@ fn default_checkpoint() -> PathBuf {
     }
 }
 
-/// Fails early (before sampling) when `path` cannot be written.
+/// Fails early (before sampling) when `path` cannot be written, without creating it: its
+/// folder must exist and take a new file.
 fn check_writable(path: &Path) -> Result<()> {
     let parent = path
         .parent()
@@ -110,18 +123,32 @@ fn check_writable(path: &Path) -> Result<()> {
             parent.display()
         );
     }
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    if path.is_dir() {
+        bail!("cannot write {}: it is a folder", path.display());
+    }
+    tempfile::NamedTempFile::new_in(parent)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// Largest prompts file read (50,000 prompts of 12 words take about 3 MB).
+const MAX_PROMPTS_FILE_BYTES: u64 = 64 << 20;
+/// Most clips one `--sheet` draws (it holds them all in memory).
+const MAX_SHEET_CLIPS: usize = 256;
 
 fn read_prompts(args: &Args) -> Result<Vec<String>> {
     match (&args.prompt, &args.prompts_file) {
         (Some(p), _) => Ok(vec![p.clone()]),
         (None, Some(file)) => {
+            let bytes = fs::metadata(file)
+                .with_context(|| format!("cannot read prompts file {}", file.display()))?
+                .len();
+            if bytes > MAX_PROMPTS_FILE_BYTES {
+                bail!(
+                    "prompts file {} has {bytes} bytes, over the limit of {MAX_PROMPTS_FILE_BYTES}",
+                    file.display()
+                );
+            }
             let text = fs::read_to_string(file)
                 .with_context(|| format!("cannot read prompts file {}", file.display()))?;
             let prompts: Vec<String> = text
@@ -156,6 +183,7 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
         },
         guidance: args.cfg.unwrap_or(model.spec.guidance),
         seed: args.seed,
+        prompt_offset: 0,
     };
     sampling.validate(model.spec.diffusion.steps)?;
     let options = EvalOptions {
@@ -187,19 +215,38 @@ fn run(args: Args) -> Result<()> {
     if args.scale == 0 || args.scale > 64 {
         bail!("--scale must be between 1 and 64, got {}", args.scale);
     }
+    if args.batch_size == 0 {
+        bail!("--batch-size must be positive");
+    }
+    if !(1..=120).contains(&args.fps) {
+        bail!("--fps must be between 1 and 120, got {}", args.fps);
+    }
     let prompts = read_prompts(&args)?;
     let outputs: Vec<PathBuf> = match &args.out_dir {
         Some(dir) => {
             fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+            let digits = (prompts.len() - 1).to_string().len().max(3);
+            let extension = args.format.extension();
             (0..prompts.len())
-                .map(|i| dir.join(format!("{i:03}.gif")))
+                .map(|i| dir.join(format!("{i:0digits$}.{extension}")))
                 .collect()
         }
         None => vec![args.out.clone()],
     };
-    for path in outputs.iter().chain(&args.sheet) {
-        check_writable(path)?;
+    ClipFormat::of_path(&outputs[0])?;
+    check_writable(&outputs[0])?;
+    if let Some(sheet) = &args.sheet {
+        if ClipFormat::of_path(sheet)? != ClipFormat::Png {
+            bail!("--sheet {} must be a .png file", sheet.display());
+        }
+        if prompts.len() > MAX_SHEET_CLIPS {
+            bail!(
+                "--sheet draws at most {MAX_SHEET_CLIPS} clips, the prompts file has {}",
+                prompts.len()
+            );
+        }
+        check_writable(sheet)?;
     }
     let sampler = match args.sampler {
         SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
@@ -215,30 +262,64 @@ fn run(args: Args) -> Result<()> {
         sampler,
         guidance: args.cfg.unwrap_or(model.spec.guidance),
         seed: args.seed,
+        prompt_offset: 0,
     };
+    // Every option and every prompt is checked before the first clip is made.
+    options.validate(model.spec.diffusion.steps)?;
+    tokenize((&model).into(), &prompts, &device)?;
 
+    let chunks = prompts.len().div_ceil(args.batch_size);
     let bar = progress_bar("denoising {bar:30} {pos}/{len} [{elapsed_precise}]");
-    bar.set_length(args.steps as u64);
+    bar.set_length((args.steps * chunks) as u64);
     let start = Instant::now();
-    let clips = generate((&model).into(), &prompts, &options, &device, |_| bar.inc(1))?;
+    let mut sheet_clips = Vec::new();
+    let mut first_clip = None;
+    for (chunk, (prompts, outputs)) in prompts
+        .chunks(args.batch_size)
+        .zip(outputs.chunks(args.batch_size))
+        .enumerate()
+    {
+        let first = chunk * args.batch_size;
+        let options = GenerateOptions {
+            prompt_offset: first as u64,
+            ..options.clone()
+        };
+        let clips = generate((&model).into(), prompts, &options, &device, |_| bar.inc(1))?;
+        for (i, (clip, path)) in clips.iter().zip(outputs).enumerate() {
+            write_clip(clip, path, args.scale, args.fps).with_context(|| {
+                format!(
+                    "prompt {} ({} clips before it were written)",
+                    first + i,
+                    first + i
+                )
+            })?;
+            bar.println(format!("wrote {}", path.display()));
+        }
+        if args.sheet.is_some() {
+            sheet_clips.extend_from_slice(&clips);
+        }
+        if first_clip.is_none() {
+            first_clip = clips.into_iter().next();
+        }
+    }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
 
-    for (clip, path) in clips.iter().zip(&outputs) {
-        write_gif(clip, path, args.scale, 12)?;
-        println!("wrote {}", path.display());
-    }
-    if let Some(dir) = &args.frames {
-        write_frames(&clips[0], dir, args.scale)?;
-        println!("wrote {} frames to {}", clips[0].frames, dir.display());
+    if let (Some(dir), Some(clip)) = (&args.frames, &first_clip) {
+        write_frames(clip, dir, args.scale)?;
+        println!("wrote {} frames to {}", clip.frames, dir.display());
     }
     if let Some(sheet) = &args.sheet {
-        write_sheet(&clips, sheet, args.scale)?;
+        let header = format!(
+            "seed {} · {} {sampler} steps · guidance {}",
+            args.seed, options.steps, options.guidance
+        );
+        write_prompt_sheet(sheet, &header, &sheet_clips, &prompts, args.scale)?;
         println!("wrote {}", sheet.display());
     }
     println!(
         "sampled {} clip(s) with {} {sampler} steps, guidance {} on {backend} in {seconds:.2} s",
-        clips.len(),
+        prompts.len(),
         options.steps,
         options.guidance
     );

@@ -47,6 +47,10 @@ pub struct GenerateOptions {
     pub guidance: f64,
     /// Seed of the initial noise and of the stochastic samplers.
     pub seed: u64,
+    /// Position of the first prompt in the whole run: prompt `i` of a call starts from the
+    /// noise of `(seed, prompt_offset + i)`, so prompts generated in chunks get the noise
+    /// they would get in one batch.
+    pub prompt_offset: u64,
 }
 
 /// Why a clip could not be generated.
@@ -128,8 +132,8 @@ pub fn tokenize(
 
 /// Generates one clip per prompt, denoising all prompts as one batch.
 ///
-/// Prompt `i` starts from noise seeded by `(seed, i)`, so with a deterministic
-/// sampler its clip does not depend on the other prompts of the batch.
+/// Prompt `i` starts from noise seeded by `(seed, prompt_offset + i)`, so with a
+/// deterministic sampler its clip does not depend on the other prompts of the batch.
 pub fn generate(
     model: TextToVideo<'_>,
     prompts: &[String],
@@ -163,13 +167,14 @@ pub fn generate(
     ];
     let per_item: Vec<Tensor<5>> = (0..batch)
         .map(|i| {
-            let mut rng = rng_for(options.seed, Stream::InitialNoise, i as u64);
+            let index = options.prompt_offset + i as u64;
+            let mut rng = rng_for(options.seed, Stream::InitialNoise, index);
             let [_, c, f, h, w] = latent_shape;
             gaussian(&mut rng, [1, c, f, h, w], device)
         })
         .collect();
     let x_t = Tensor::cat(per_item, 0);
-    let mut rng = rng_for(options.seed, Stream::SamplerNoise, 0);
+    let mut rng = rng_for(options.seed, Stream::SamplerNoise, options.prompt_offset);
 
     let prediction = model.spec.diffusion.prediction;
     let eps = |x: Tensor<5>, t: usize| {

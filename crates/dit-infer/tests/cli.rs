@@ -325,3 +325,234 @@ fn the_shipped_checkpoint_generates_what_the_prompt_says() {
         judged.direction
     );
 }
+
+/// Lists the files of `dir` that are not hidden (temporary files start with a dot).
+fn visible_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every option is checked before anything is written: a failed run leaves no file, and
+/// never replaces a good one.
+#[test]
+fn failed_runs_leave_no_output_and_keep_a_good_one() {
+    let run_guard = run_folder("atomic");
+    let run = run_guard.path().to_path_buf();
+    let ckpt = run.to_str().unwrap().to_string();
+    let out_dir = run.join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let prompt = ["--prompt", "a red circle moving up"];
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&["--cfg", "nan"], "x.gif", "--cfg must be a finite number"),
+        (
+            &["--steps", "5000"],
+            "x.gif",
+            "--steps must be between 1 and 1000",
+        ),
+        (&["--eta", "2"], "x.gif", "--eta must be in [0, 1]"),
+        (&[], "x.txt", "unknown clip format `txt`"),
+        (&[], "x", "has no extension"),
+        (&["--sheet", "s.gif"], "x.gif", "must be a .png file"),
+    ];
+    for (options, name, needle) in cases {
+        let out = out_dir.join(name);
+        let mut args = vec!["--checkpoint", &ckpt, "--out", out.to_str().unwrap()];
+        args.extend(prompt);
+        args.extend(options);
+        expect_error(&args, needle);
+        assert_eq!(
+            visible_files(&out_dir),
+            Vec::<std::path::PathBuf>::new(),
+            "{name}"
+        );
+    }
+    // A good clip, then a failed run aimed at the same file: the clip stays as it was.
+    let good = out_dir.join("good.gif");
+    let mut args = vec!["--checkpoint", &ckpt, "--out", good.to_str().unwrap()];
+    args.extend(prompt);
+    args.extend(["--steps", "2"]);
+    assert!(dit_infer(&args).status.success());
+    let before = std::fs::read(&good).unwrap();
+    args.extend(["--cfg", "nan"]);
+    expect_error(&args, "--cfg must be a finite number");
+    assert_eq!(std::fs::read(&good).unwrap(), before);
+    // A .png output is the clip's frames side by side.
+    let strip = out_dir.join("strip.png");
+    let mut args = vec!["--checkpoint", &ckpt, "--out", strip.to_str().unwrap()];
+    args.extend(prompt);
+    args.extend(["--steps", "2", "--scale", "1"]);
+    assert!(dit_infer(&args).status.success());
+    let png = image::open(&strip).unwrap();
+    // 4 frames of 32×32 with a 2-pixel gutter around each.
+    assert_eq!((png.width(), png.height()), (4 * 34 + 2, 36));
+}
+
+/// A batch killed at any moment leaves only complete clips under their names.
+#[test]
+fn a_killed_batch_leaves_only_complete_clips() {
+    let run_guard = run_folder("killed");
+    let run = run_guard.path().to_path_buf();
+    let prompts = run.join("prompts.txt");
+    std::fs::write(&prompts, "a red circle moving right\n".repeat(2000)).unwrap();
+    for (attempt, delay_ms) in [150u64, 400, 900].into_iter().enumerate() {
+        let out_dir = run.join(format!("out-{attempt}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dit-infer"))
+            .args(["--checkpoint", run.to_str().unwrap()])
+            .args(["--prompts-file", prompts.to_str().unwrap()])
+            .args(["--out-dir", out_dir.to_str().unwrap()])
+            .args(["--steps", "1", "--scale", "1", "--batch-size", "4"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !out_dir.exists() {
+            continue;
+        }
+        for file in visible_files(&out_dir) {
+            assert_eq!(
+                gif_frames(&file).2,
+                4,
+                "{} is not a whole clip",
+                file.display()
+            );
+        }
+    }
+}
+
+/// A prompts file of 50,000 lines is generated chunk by chunk in bounded memory: the run
+/// succeeds under a 4 GiB address-space limit and writes every clip.
+#[test]
+fn fifty_thousand_prompts_in_bounded_memory() {
+    let run_guard = run_folder("many");
+    let run = run_guard.path().to_path_buf();
+    let prompts = run.join("prompts.txt");
+    let lines = [
+        "a red circle moving right\n",
+        "a blue square moving up\n",
+        "a green triangle moving left\n",
+    ];
+    std::fs::write(
+        &prompts,
+        lines
+            .iter()
+            .cycle()
+            .take(50_000)
+            .copied()
+            .collect::<String>(),
+    )
+    .unwrap();
+    let out_dir = run.join("out");
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_dit-infer"))
+        .args(["--checkpoint", run.to_str().unwrap()])
+        .args(["--prompts-file", prompts.to_str().unwrap()])
+        .args(["--out-dir", out_dir.to_str().unwrap()])
+        .args([
+            "--steps",
+            "1",
+            "--cfg",
+            "1",
+            "--scale",
+            "1",
+            "--batch-size",
+            "512",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let files = visible_files(&out_dir);
+    assert_eq!(files.len(), 50_000);
+    assert_eq!(files[0].file_name().unwrap(), "00000.gif");
+    assert_eq!(gif_frames(&files[49_999]).2, 4);
+}
+
+/// What Debian's `ffprobe` reads of a video file's first video stream: codec, width,
+/// height, frame rate and counted frames; `None` where ffprobe is not installed (CI
+/// installs it, and there a missing ffprobe fails the test).
+fn ffprobe(path: &Path) -> Option<String> {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-count_frames"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,width,height,r_frame_rate,nb_read_frames",
+        ])
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output();
+    match out {
+        Ok(o) => {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        }
+        Err(_) if std::env::var_os("CI").is_none() => {
+            eprintln!("ffprobe is not installed: the independent reader check is skipped");
+            None
+        }
+        Err(e) => panic!("CI must have ffprobe (.ci/run installs ffmpeg): {e}"),
+    }
+}
+
+/// `--out clip.mp4` and `--format mp4` write H.264 in MP4 that an independent reader takes:
+/// ffprobe sees the codec, the size, the rate and every frame.
+#[test]
+fn mp4_outputs_are_h264_that_ffprobe_reads() {
+    let run_guard = run_folder("mp4");
+    let run = run_guard.path().to_path_buf();
+    let out = run.join("clip.mp4");
+    let o = dit_infer(&[
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--prompt",
+        "a red circle moving right",
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--fps",
+        "10",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 4 frames of 32×32, magnified ×4.
+    let clip = dit_data::video::read_clip(&out, 4, 32).unwrap();
+    assert_eq!(clip.frames, 4);
+    if let Some(probe) = ffprobe(&out) {
+        assert_eq!(probe, "h264,128,128,10/1,4");
+    }
+    let prompts = run.join("prompts.txt");
+    std::fs::write(
+        &prompts,
+        "a red circle moving right\na blue square moving up\n",
+    )
+    .unwrap();
+    let out_dir = run.join("batch");
+    let o = dit_infer(&[
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--prompts-file",
+        prompts.to_str().unwrap(),
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+        "--format",
+        "mp4",
+        "--steps",
+        "2",
+        "--scale",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for name in ["000.mp4", "001.mp4"] {
+        if let Some(probe) = ffprobe(&out_dir.join(name)) {
+            assert_eq!(probe, "h264,32,32,8/1,4");
+        }
+    }
+}

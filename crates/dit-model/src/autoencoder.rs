@@ -77,6 +77,29 @@ impl AutoencoderConfig {
         }
     }
 
+    /// Number of parameters of the autoencoder [`init`](Self::init) builds.
+    pub fn num_params(&self) -> u64 {
+        let conv = |i: usize, o: usize| 9 * i as u128 * o as u128 + o as u128;
+        let res_block = |c: usize| 2 * conv(c, c);
+        let levels = self.downsamplings;
+        let deepest = self.channels(levels);
+        let moments = if self.variational { 2 } else { 1 } * self.latent_channels;
+        let per_level: u128 = (0..levels)
+            .map(|i| {
+                let (c, next) = (self.channels(i), self.channels(i + 1));
+                // Encoder: residual blocks, then down; decoder: up, then residual blocks.
+                2 * self.res_blocks as u128 * res_block(c) + conv(c, next) + conv(next, c)
+            })
+            .sum();
+        let total = conv(self.image_channels, self.channels(0))
+            + conv(deepest, moments)
+            + conv(self.latent_channels, deepest)
+            + conv(self.channels(0), self.image_channels)
+            + 2 * res_block(deepest)
+            + per_level;
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+
     /// Builds the autoencoder (PyTorch-style Kaiming-uniform convolutions).
     pub fn init(&self, device: &Device) -> Result<VideoAutoencoder, ConfigError> {
         self.validate()?;
@@ -306,6 +329,23 @@ impl VideoAutoencoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_parameter_count_is_that_of_the_built_model() {
+        let device = Device::default();
+        for config in [
+            AutoencoderConfig::new(),
+            AutoencoderConfig::new()
+                .with_base_channels(8)
+                .with_downsamplings(3)
+                .with_res_blocks(2)
+                .with_variational(true),
+            AutoencoderConfig::new().with_downsamplings(0),
+        ] {
+            let built = config.init(&device).unwrap().num_params() as u64;
+            assert_eq!(config.num_params(), built, "{config:?}");
+        }
+    }
 
     #[test]
     fn shapes_round_trip() {

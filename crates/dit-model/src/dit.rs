@@ -11,7 +11,7 @@ use crate::final_layer::FinalLayer;
 use crate::patch::{PatchEmbed, unpatchify};
 use crate::pos_embed::PositionTable;
 use crate::text::{TextEncoder, TextEncoderConfig, TextFeatures};
-use crate::timestep::TimestepEmbedder;
+use crate::timestep::{FREQUENCY_DIM, TimestepEmbedder};
 use crate::validate::{ConfigError, require_divides, require_positive};
 
 /// Hyper-parameters of the Diffusion Transformer.
@@ -66,6 +66,35 @@ impl DitConfig {
     /// Width of the MLP's hidden layer.
     pub fn mlp_hidden(&self) -> usize {
         (self.hidden as f64 * self.mlp_ratio).round() as usize
+    }
+
+    /// Number of parameters of the DiT this config builds, computed without building it
+    /// (so that a config too large for memory can be refused before anything is allocated).
+    pub fn num_params(&self) -> u64 {
+        let linear = |i: u128, o: u128| i * o + o;
+        let (d, p, m) = (
+            self.hidden as u128,
+            self.patch_dim() as u128,
+            self.mlp_hidden() as u128,
+        );
+        let cross = if self.cross_attention {
+            let w = self.text.width as u128;
+            linear(d, d) + linear(w, 2 * d) + linear(d, d)
+        } else {
+            0
+        };
+        let block = linear(d, 3 * d)
+            + linear(d, d)
+            + cross
+            + linear(d, m)
+            + linear(m, d)
+            + linear(d, 6 * d);
+        let total = linear(p, d) // patch embedding
+            + linear(FREQUENCY_DIM as u128, d) + linear(d, d) // timestep MLP
+            + self.text.num_params(self.hidden) as u128
+            + self.depth as u128 * block
+            + linear(d, p) + linear(d, 2 * d); // final layer
+        u64::try_from(total).unwrap_or(u64::MAX)
     }
 
     /// Checks every constraint the modules rely on.
@@ -379,6 +408,24 @@ mod tests {
             cross_attention: false,
             text: TextEncoderConfig::new(20),
         }
+    }
+
+    #[test]
+    fn the_parameter_count_is_that_of_the_built_model() {
+        let device = Device::default();
+        for c in [
+            tiny(),
+            config(false),
+            config(true),
+            tiny().with_mlp_ratio(2.5),
+        ] {
+            assert_eq!(c.num_params(), c.init(&device).unwrap().num_params() as u64);
+        }
+        // DiT-XL/2 over a 4×1×32×32 latent has the paper's 675 M parameters, plus the
+        // text encoder that replaces its class embedding.
+        let xl = DitConfig::preset(DitSize::XL, 2, 4, 1, 32, TextEncoderConfig::new(1001));
+        let text = xl.text.num_params(xl.hidden);
+        assert!((670_000_000..680_000_000).contains(&(xl.num_params() - text)));
     }
 
     #[test]

@@ -182,7 +182,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
         source,
     };
     let dir = parent_dir(path);
-    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    let mut builder = tempfile::Builder::new();
+    // Readable by others, as a file created the ordinary way is (a temporary file is
+    // private to its owner).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    let mut file = builder.tempfile_in(dir).map_err(err)?;
     file.write_all(bytes).map_err(err)?;
     file.as_file().sync_all().map_err(err)?;
     file.persist(path).map_err(|e| err(e.error))?;
@@ -465,4 +470,30 @@ pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>
         message: format!("not a training state: {e}"),
     })?;
     Ok(Some((dir, state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("file.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o644);
+        }
+        let missing = dir.path().join("no-such-folder").join("file.json");
+        assert!(matches!(
+            write_atomic(&missing, b"x"),
+            Err(RunError::Write { .. })
+        ));
+    }
 }

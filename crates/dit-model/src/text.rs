@@ -49,6 +49,20 @@ impl TextEncoderConfig {
         require_divides("heads", self.heads, "width", self.width)
     }
 
+    /// Number of parameters of the encoder [`init`](Self::init) builds for `hidden`.
+    pub fn num_params(&self, hidden: usize) -> u64 {
+        let linear = |i: u128, o: u128| i * o + o;
+        let (w, d) = (self.width as u128, hidden as u128);
+        // Two LayerNorms (scale and bias), attention (qkv, proj) and the MLP (ratio 4).
+        let layer = 4 * w + linear(w, 3 * w) + linear(w, w) + linear(w, 4 * w) + linear(4 * w, w);
+        let total = (self.vocab_size as u128 + self.max_words as u128) * w
+            + self.depth as u128 * layer
+            + 2 * w // final norm
+            + linear(w, d) // pooled projection
+            + w + d; // null prompt
+        u64::try_from(total).unwrap_or(u64::MAX)
+    }
+
     /// Builds the encoder, projecting the pooled vector to `hidden` channels.
     pub fn init(&self, hidden: usize, device: &Device) -> TextEncoder {
         let normal = Initializer::Normal {

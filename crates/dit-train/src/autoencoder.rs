@@ -8,7 +8,6 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use dit_data::video::write_png;
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
 use dit_model::VideoAutoencoder;
 use dit_model::noise::gaussian;
@@ -23,7 +22,7 @@ use rand::Rng;
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::lr_schedule::cosine_lr;
-use crate::progress::{LossLog, Progress, plot_loss};
+use crate::progress::{LossChart, LossLog, Progress};
 
 /// Video tensor `[n, 3, F, H, W]` of `n` clips, with their captions tokenized.
 fn videos(
@@ -80,8 +79,9 @@ pub fn train(
         first_step: 0,
         steps: settings.steps,
         learning_rate: settings.learning_rate,
-        log_name: "autoencoder_loss",
+        log: LossChart::Autoencoder,
         log_offset: 0,
+        begins: None,
         latent_noise: 0.0,
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
@@ -136,9 +136,14 @@ pub fn finetune_decoder(
         first_step: before.steps + before.decoder_steps,
         steps,
         learning_rate,
-        log_name: "decoder_loss",
+        log: LossChart::Decoder,
         // Earlier fine-tunings stay in the log; this one continues their step count.
         log_offset: before.decoder_steps,
+        begins: Some(if latent_noise > 0.0 {
+            format!("latent noise σ ≤ {latent_noise}, lr {learning_rate:e}")
+        } else {
+            format!("clean latents, lr {learning_rate:e}")
+        }),
         // The DiT's latent is the encoder's times `latent_scale`.
         latent_noise: latent_noise / before.latent_scale,
     };
@@ -175,10 +180,12 @@ struct Schedule {
     steps: usize,
     /// Peak learning rate of the cosine decay.
     learning_rate: f64,
-    /// Name of the loss CSV and PNG in the run folder.
-    log_name: &'static str,
+    /// The loss CSV and chart in the run folder.
+    log: LossChart,
     /// Steps already in that log (kept; this fit's steps are numbered after them).
     log_offset: usize,
+    /// What the log notes at `log_offset`, where this fit begins (drawn as a mark).
+    begins: Option<String>,
     /// Largest standard deviation of the Gaussian noise added to the latents before
     /// decoding (encoder units; drawn per frame uniformly from [0, this]).
     latent_noise: f64,
@@ -197,8 +204,8 @@ fn fit(
     let settings = &config.autoencoder_training;
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
     let mut optim = AdamConfig::new().init();
-    let (log_path, plot_path) = loss_paths(run_dir, schedule.log_name);
-    let log = LossLog::open(&log_path, schedule.log_offset)?;
+    let (log_path, _) = loss_paths(run_dir, schedule.log.log_name());
+    let log = LossLog::open(&log_path, schedule.log_offset, schedule.begins.as_deref())?;
     let progress = Progress::new("autoencoder", 0, schedule.steps);
     for step in 0..schedule.steps {
         // One random frame from each of `batch_size` clips: the autoencoder codes
@@ -249,8 +256,7 @@ fn fit(
         }
     }
     progress.finish();
-    let (w, h) = (640, 320);
-    write_png(&plot_path, w, h, &plot_loss(&log.points(), w, h))?;
+    schedule.log.write(run_dir)?;
     Ok((ae.valid(), progress.elapsed()))
 }
 

@@ -13,8 +13,11 @@ use serde::de::DeserializeOwned;
 /// Where the training clips come from.
 #[derive(Config, Debug)]
 pub struct DataConfig {
-    /// A folder with `captions.jsonl` and GIF / PNG-frame clips; absent: Moving Shapes.
+    /// A folder with `captions.jsonl` and MP4 / GIF / PNG-frame clips; absent: Moving Shapes.
     pub folder: Option<String>,
+    /// Keep every `n`-th frame of a folder's clips from the first, at the clip's own pace;
+    /// absent: the config's frame count spread evenly over each whole clip.
+    pub frame_stride: Option<usize>,
     /// Clip shape and Moving Shapes settings (frames and size apply to folder clips too).
     pub shapes: MovingShapesConfig,
 }
@@ -124,6 +127,12 @@ impl ExperimentConfig {
 
     /// Checks every section.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.data.frame_stride == Some(0) {
+            return Err(ConfigError::new(
+                "data.frame_stride",
+                "must be positive, got 0",
+            ));
+        }
         let shapes = &self.data.shapes;
         shapes
             .validate()
@@ -341,6 +350,11 @@ mod tests {
                 "dit_training.caption_dropout",
             ),
             ("seed = 0\n", "seed = 0\nsede = 1\n", "sede"),
+            (
+                "[data.shapes]\n",
+                "[data]\nframe_stride = 0\n\n[data.shapes]\n",
+                "data.frame_stride",
+            ),
         ];
         for (from, to, field) in cases {
             assert!(text.contains(from), "tiny.toml has no `{from}`");

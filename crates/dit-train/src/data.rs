@@ -1,6 +1,7 @@
 //! Training clips for both stages: Moving Shapes (default) or a folder of
 //! captioned clips.
 
+use dit_data::video::FrameSampling;
 use dit_data::{ClipFolder, DataError, MovingShapes, Split, VideoItem, vocabulary};
 use dit_model::Tokenizer;
 use dit_model::seed::{Stream, rng_for};
@@ -27,11 +28,14 @@ impl ClipSource {
     pub fn open(config: &ExperimentConfig) -> Result<Self, DataError> {
         let shapes = &config.data.shapes;
         match &config.data.folder {
-            Some(dir) => Ok(ClipSource::Folder(ClipFolder::open(
-                dir,
-                shapes.frames,
-                shapes.size,
-            )?)),
+            Some(dir) => {
+                let sampling = match config.data.frame_stride {
+                    Some(n) => FrameSampling::Stride(n),
+                    None => FrameSampling::Spread,
+                };
+                let folder = ClipFolder::open(dir, shapes.frames, shapes.size, sampling)?;
+                Ok(ClipSource::Folder(folder))
+            }
             None => Ok(ClipSource::MovingShapes {
                 train: MovingShapes::new(shapes.clone(), config.seed, Split::Train, usize::MAX)?,
                 eval: MovingShapes::new(shapes.clone(), config.seed, Split::Eval, usize::MAX)?,

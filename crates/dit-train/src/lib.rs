@@ -9,6 +9,7 @@
 //! - [`loss`]: one step's random draws and the diffusion loss;
 //! - [`checkpoint`]: saving and restoring stage 2's training state;
 //! - [`ema`]: the exponential moving average of the weights;
+//! - [`memory`]: the memory a run needs, estimated from its config;
 //! - [`preview`]: sample sheets during training;
 //! - [`trainer`]: the stage-2 loop;
 //! - [`progress`]: progress bar, loss CSV and loss plot.
@@ -21,6 +22,7 @@ pub mod ema;
 pub mod latent_cache;
 pub mod loss;
 pub mod lr_schedule;
+pub mod memory;
 pub mod preview;
 pub mod progress;
 pub mod trainer;

@@ -10,6 +10,7 @@ use dit_model::Backend;
 use dit_model::run::{self, CONFIG_FILE};
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
+use dit_train::memory::{MemoryEstimate, human_bytes, machine_memory};
 use dit_train::{autoencoder, trainer};
 
 /// Train a text-to-video Diffusion Transformer.
@@ -31,6 +32,9 @@ struct Args {
     /// Override the number of DiT training steps (`dit_training.steps`).
     #[arg(long)]
     dit_steps: Option<usize>,
+    /// Refuse configs whose memory estimate exceeds this many GiB (default: the machine's memory).
+    #[arg(long)]
+    max_memory: Option<f64>,
     /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
     #[arg(long)]
     backend: Option<Backend>,
@@ -99,6 +103,7 @@ fn run(args: Args) -> Result<()> {
         config.dit_training.steps = steps;
     }
     config.validate()?;
+    check_memory(&config, args.max_memory)?;
 
     if let Some(Stage::Decoder {
         steps,
@@ -161,6 +166,36 @@ fn run(args: Args) -> Result<()> {
         eprintln!(
             "sample from it: cargo run --release -p dit-infer -- --checkpoint {} --prompt \"a red circle moving right\"",
             run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints the run's memory estimate and refuses a config that cannot fit in `max_gib`
+/// (default: the machine's memory).
+fn check_memory(config: &ExperimentConfig, max_gib: Option<f64>) -> Result<()> {
+    let estimate = MemoryEstimate::of(config);
+    eprintln!("memory estimate: {estimate}");
+    let limit = match max_gib {
+        Some(gib) if !(gib.is_finite() && gib > 0.0) => {
+            bail!("--max-memory must be a positive number of GiB, got {gib}")
+        }
+        Some(gib) => Some((gib * (1u64 << 30) as f64, "--max-memory")),
+        None => machine_memory().map(|bytes| (bytes, "the machine's memory")),
+    };
+    if let Some((limit, what)) = limit
+        && estimate.total() > limit
+    {
+        bail!(
+            "this config needs about {} of memory, more than {what} ({}); make the model or \
+             the batch smaller{}",
+            human_bytes(estimate.total()),
+            human_bytes(limit),
+            if max_gib.is_some() {
+                ""
+            } else {
+                ", or set --max-memory"
+            }
         );
     }
     Ok(())

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::tensor::Device;
-use dit_data::video::write_sheet;
+use dit_data::figure::write_prompt_sheet;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
 use dit_infer::sampler::SamplerKind;
 use dit_model::run::preview_path;
@@ -28,12 +28,16 @@ pub(crate) fn write_preview(
         sampler: SamplerKind::Ddim { eta: 0.0 },
         guidance,
         seed,
+        prompt_offset: 0,
     };
     let clips = generate(model, prompts, &options, device, |_| {})?;
     let path = preview_path(run_dir, step);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    write_sheet(&clips, &path, 2)?;
+    let header = format!(
+        "training step {step} · EMA weights · seed {seed} · {PREVIEW_STEPS} DDIM steps · guidance {guidance}"
+    );
+    write_prompt_sheet(&path, &header, &clips, prompts, 2)?;
     Ok(path)
 }

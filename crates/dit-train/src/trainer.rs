@@ -13,7 +13,6 @@ use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use dit_data::VideoBatcher;
-use dit_data::video::write_png;
 use dit_infer::pipeline::TextToVideo;
 use dit_model::RunSpec;
 use dit_model::run::{DIT_FILE, TRAIN_DIR, loss_paths, save_module, write_spec};
@@ -27,10 +26,7 @@ use crate::latent_cache::LatentCache;
 use crate::loss::{StepDraws, diffusion_loss};
 use crate::lr_schedule::learning_rate;
 use crate::preview::write_preview;
-use crate::progress::{LossLog, Progress, plot_loss};
-
-/// Name of stage 2's loss log in the run folder (`loss.csv`, `loss.png`).
-const LOSS_LOG: &str = "loss";
+use crate::progress::{LossChart, LossLog, Progress};
 
 /// The run folder's model spec.
 pub(crate) fn run_spec(config: &ExperimentConfig, vocab_size: usize, latent_scale: f64) -> RunSpec {
@@ -122,8 +118,9 @@ pub fn train(
     };
 
     let schedule = config.diffusion.build();
-    let (log_path, plot_path) = loss_paths(run_dir, LOSS_LOG);
-    let log = LossLog::open(&log_path, ckpt.state.step)?;
+    let (log_path, _) = loss_paths(run_dir, LossChart::Dit.log_name());
+    let resumed = (ckpt.state.step > 0).then_some("resumed");
+    let log = LossLog::open(&log_path, ckpt.state.step, resumed)?;
     let progress = Progress::new("dit", ckpt.state.step, d.steps);
     let seconds_before = ckpt.state.seconds;
     let (mut window_sum, mut window_len, mut final_loss) = (0.0, 0usize, f64::NAN);
@@ -175,8 +172,7 @@ pub fn train(
         if done % d.checkpoint_every == 0 || done == d.steps {
             ckpt.save(run_dir)?;
             save_module(&ckpt.ema, &run_dir.join(DIT_FILE))?;
-            let (w, h) = (640, 320);
-            write_png(&plot_path, w, h, &plot_loss(&log.points(), w, h))?;
+            LossChart::Dit.write(run_dir)?;
         }
         if d.preview_every > 0 && (done % d.preview_every == 0 || done == d.steps) {
             let model = TextToVideo {

@@ -237,7 +237,7 @@ fn bad_data_folders_are_one_line_errors() {
             "not-gif",
             line("a.gif"),
             &[("a.gif", None)],
-            "is not a GIF file",
+            "is not a GIF or MP4 file",
         ),
         (
             "few-frames",
@@ -340,4 +340,360 @@ fn a_nan_loss_stops_training_and_keeps_the_last_checkpoint() {
             .all(|(_, values)| values.iter().all(|v| v.is_finite()))
     );
     assert!(!run.join("train/step-0000004").exists());
+}
+
+/// CRC-32 (ISO-HDLC, the one PNG chunks carry) of `bytes`.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in bytes {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A 70-byte PNG whose header claims `side × side` RGB pixels.
+fn png_claiming(side: u32) -> Vec<u8> {
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        let body = [kind, data].concat();
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+        out
+    };
+    let mut header = side.to_be_bytes().to_vec();
+    header.extend_from_slice(&side.to_be_bytes());
+    header.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    let empty_zlib = [0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01];
+    [
+        b"\x89PNG\r\n\x1a\n".to_vec(),
+        chunk(b"IHDR", &header),
+        chunk(b"IDAT", &empty_zlib),
+        chunk(b"IEND", &[]),
+    ]
+    .concat()
+}
+
+/// A GIF with a `width × height` canvas and `frames` frames of one black pixel each.
+fn gif_of(width: u16, height: u16, frames: usize) -> Vec<u8> {
+    let mut out = b"GIF89a".to_vec();
+    out.extend_from_slice(&width.to_le_bytes());
+    out.extend_from_slice(&height.to_le_bytes());
+    out.extend_from_slice(&[0x80, 0, 0]); // a global table of 2 colours
+    out.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
+    for _ in 0..frames {
+        out.extend_from_slice(&[0x2C, 0, 0, 0, 0, 1, 0, 1, 0, 0]); // a 1×1 frame at (0, 0)
+        // LZW, minimum code size 2: clear, colour 0, end of information.
+        out.extend_from_slice(&[2, 2, 0x44, 0x01, 0]);
+    }
+    out.push(0x3B);
+    out
+}
+
+/// Clip files that are small on disk but would need gigabytes decoded are refused from
+/// their headers, with a one-line error naming the file and the limit, under a 2 GiB
+/// address-space limit and in a few seconds.
+#[test]
+fn oversized_clips_are_refused_before_decoding() {
+    let dir_guard = temp_dir("oversized");
+    let dir = dir_guard.path().to_path_buf();
+    let good = std::fs::read_to_string(micro()).unwrap();
+    let canvas = "a canvas of 65535×65535 pixels is over the limit of 4096 pixels a side";
+    let cases = [
+        ("canvas-gif", "a.gif", gif_of(65535, 65535, 1), canvas),
+        ("canvas-png", "frames/000.png", png_claiming(65535), canvas),
+        (
+            "many-frames",
+            "a.gif",
+            gif_of(1, 1, 100_000),
+            "a clip of more than 10000 frames is over the limit of 10000 frames",
+        ),
+    ];
+    for (name, file, bytes, needle) in cases {
+        let folder = dir.join(name).join("clips");
+        let path = folder.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        if file.starts_with("frames/") {
+            // As many frames as the clips need, so that the first is decoded.
+            for i in 1..4 {
+                std::fs::write(folder.join(format!("frames/00{i}.png")), &bytes).unwrap();
+            }
+        }
+        let video = file.split('/').next().unwrap();
+        std::fs::write(
+            folder.join("captions.jsonl"),
+            format!("{{\"video\": \"{video}\", \"caption\": \"a red circle moving right\"}}\n"),
+        )
+        .unwrap();
+        let config = dir.join(name).join("config.toml");
+        let text = good.replacen(
+            "[data.shapes]",
+            &format!(
+                "[data]\nfolder = {:?}\n\n[data.shapes]",
+                folder.display().to_string()
+            ),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        let start = std::time::Instant::now();
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -v 2097152 && exec \"$0\" \"$@\"")
+            .arg(env!("CARGO_BIN_EXE_dit-train"))
+            .args(["--config", config.to_str().unwrap()])
+            .args(["--out", dir.join(name).join("run").to_str().unwrap()])
+            .arg("autoencoder")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{name} succeeded");
+        assert!(!stderr.contains("panicked"), "{name} panicked: {stderr}");
+        assert!(stderr.contains(needle), "{name}: {stderr}");
+        assert!(
+            stderr.contains(file.rsplit('/').next().unwrap()),
+            "{stderr}"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{name}: {:?}",
+            start.elapsed()
+        );
+    }
+}
+
+/// A config far too large for the machine is refused from its memory estimate, before
+/// anything is trained or written.
+#[test]
+fn a_config_that_cannot_fit_is_refused_at_once() {
+    let dir_guard = temp_dir("huge");
+    let dir = dir_guard.path().to_path_buf();
+    let text =
+        std::fs::read_to_string(micro())
+            .unwrap()
+            .replacen("hidden = 32\n", "hidden = 65536\n", 1);
+    let text = text.replacen(
+        "depth = 1\nheads = 2\nmlp_ratio",
+        "depth = 64\nheads = 2\nmlp_ratio",
+        1,
+    );
+    let config = dir.join("huge.toml");
+    std::fs::write(&config, text).unwrap();
+    let run = dir.join("run");
+    let start = std::time::Instant::now();
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        stderr.contains("memory estimate:") && stderr.contains("TiB"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("this config needs about"), "{stderr}");
+    assert!(!run.exists());
+    // A small config passes the same check, and --max-memory lowers the limit.
+    let o = dit_train(&[
+        "--config",
+        micro().to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--max-memory",
+        "0.01",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(stderr.contains("more than --max-memory"), "{stderr}");
+    assert!(!run.exists());
+}
+
+/// An MP4 file with one track of `media` and `samples` samples of junk bytes.
+fn mp4_with(media: mp4::MediaConfig, track_type: mp4::TrackType, samples: u32) -> Vec<u8> {
+    let mut writer = mp4::Mp4Writer::write_start(
+        std::io::Cursor::new(Vec::new()),
+        &mp4::Mp4Config {
+            major_brand: (*b"isom").into(),
+            minor_version: 512,
+            compatible_brands: vec![(*b"isom").into()],
+            timescale: 1000,
+        },
+    )
+    .unwrap();
+    writer
+        .add_track(&mp4::TrackConfig {
+            track_type,
+            timescale: 1000,
+            language: "und".into(),
+            media_conf: media,
+        })
+        .unwrap();
+    for i in 0..samples {
+        let sample = mp4::Mp4Sample {
+            start_time: u64::from(i) * 125,
+            duration: 125,
+            rendering_offset: 0,
+            is_sync: true,
+            bytes: vec![0, 0, 0, 2, 0x65, 0x88].into(),
+        };
+        writer.write_sample(1, &sample).unwrap();
+    }
+    writer.write_end().unwrap();
+    writer.into_writer().into_inner()
+}
+
+/// MP4 clips, good and bad, in a data folder read by `dit-train`: good ones train the micro
+/// recipe; each bad one is a one-line error naming the file.
+#[test]
+fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
+    let dir_guard = temp_dir("mp4");
+    let dir = dir_guard.path().to_path_buf();
+    let good_config = std::fs::read_to_string(micro()).unwrap();
+    // Moving Shapes clips written as MP4 (4 frames of 32×32, magnified ×2).
+    let shapes = dit_data::MovingShapesConfig::new().with_frames(4);
+    let clip = |caption: &str, index: usize| {
+        let composition = dit_data::Composition::parse_caption(caption).unwrap();
+        let mode = dit_data::CaptionMode::Canonical;
+        dit_data::MovingShapes::clip_for(&shapes, composition, 0, index, mode).clip
+    };
+    let folder_with = |name: &str, files: &[(&str, Vec<u8>)]| {
+        let folder = dir.join(name).join("clips");
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut captions = String::new();
+        for (file, bytes) in files {
+            std::fs::write(folder.join(file), bytes).unwrap();
+            captions +=
+                &format!("{{\"video\": \"{file}\", \"caption\": \"a red circle moving right\"}}\n");
+        }
+        std::fs::write(folder.join("captions.jsonl"), captions).unwrap();
+        let config = dir.join(name).join("config.toml");
+        let text = good_config.replacen(
+            "[data.shapes]",
+            &format!(
+                "[data]\nfolder = {:?}\n\n[data.shapes]",
+                folder.display().to_string()
+            ),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+        config
+    };
+    let mp4_of = |clip: &dit_data::Clip| {
+        let path = dir.join("encoded.mp4");
+        dit_data::video::write_mp4(clip, &path, 2, 8).unwrap();
+        std::fs::read(path).unwrap()
+    };
+
+    let good: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("{i}.mp4"),
+                mp4_of(&clip("a red circle moving right", i)),
+            )
+        })
+        .collect();
+    let files: Vec<(&str, Vec<u8>)> = good.iter().map(|(n, b)| (n.as_str(), b.clone())).collect();
+    let config = folder_with("good", &files);
+    // Every frame from the first, at the clips' own pace.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("[data]\n", "[data]\nframe_stride = 1\n", 1),
+    )
+    .unwrap();
+    let run = dir.join("good").join("run");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(run.join("dit_ema.bpk").is_file());
+
+    let whole = good[0].1.clone();
+    let avc = mp4::MediaConfig::AvcConfig(mp4::AvcConfig {
+        width: 64,
+        height: 64,
+        seq_param_set: vec![0x67, 0x42, 0xC0, 0x0A],
+        pic_param_set: vec![0x68, 0xCE, 0x3C, 0x80],
+    });
+    let hevc = mp4::MediaConfig::HevcConfig(mp4::HevcConfig {
+        width: 64,
+        height: 64,
+    });
+    let aac = mp4::MediaConfig::AacConfig(mp4::AacConfig::default());
+    let two_frames = {
+        let mut short = clip("a red circle moving right", 9);
+        short.frames = 2;
+        short.pixels.truncate(2 * 32 * 32 * 3);
+        mp4_of(&short)
+    };
+    let cases: [(&str, Vec<u8>, &str); 6] = [
+        (
+            "truncated",
+            whole[..whole.len() / 2].to_vec(),
+            "cannot decode",
+        ),
+        (
+            "random",
+            b"\0\0\0\x18ftypisom not a movie at all".to_vec(),
+            "cannot decode",
+        ),
+        (
+            "audio-only",
+            mp4_with(aac, mp4::TrackType::Audio, 4),
+            "has no video track",
+        ),
+        (
+            "no-frames",
+            mp4_with(avc, mp4::TrackType::Video, 0),
+            "has 0 frames, the clips need at least 4",
+        ),
+        (
+            "hevc",
+            mp4_with(hevc, mp4::TrackType::Video, 4),
+            "not H.264",
+        ),
+        (
+            "short",
+            two_frames,
+            "has 2 frames, the clips need at least 4",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        let config = folder_with(name, &[("clip.mp4", bytes)]);
+        let out = dir.join(name).join("run");
+        expect_error(
+            &[
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "autoencoder",
+            ],
+            needle,
+        );
+        let o = dit_train(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(stderr.contains("clip.mp4"), "{name}: {stderr}");
+    }
 }

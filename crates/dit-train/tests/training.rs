@@ -194,9 +194,13 @@ fn resumed_training_ends_with_the_same_weights() {
         checkpoint(&interrupted),
         "trained weights differ after resumption"
     );
-    // The loss log has each step once.
+    // The loss log has each step once, and notes where the run was resumed.
     let log = std::fs::read_to_string(interrupted.join("loss.csv")).unwrap();
-    assert_eq!(log.lines().count(), 1 + 6, "{log}");
+    let data = log.lines().filter(|l| !l.starts_with('#'));
+    assert_eq!(data.count(), 1 + 6, "{log}");
+    let notes: Vec<&str> = log.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(notes, ["# at step 3: resumed"], "{log}");
+    assert!(interrupted.join("loss.png").is_file());
 }
 
 #[test]
@@ -291,6 +295,7 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     let steps: Vec<&str> = log
         .lines()
         .skip(1)
+        .filter(|l| !l.starts_with('#'))
         .map(|l| &l[..l.find(',').unwrap()])
         .collect();
     assert_eq!(
@@ -298,6 +303,17 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
         ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"],
         "{log}"
     );
+    // Each round is noted where it begins, with its settings, and charted.
+    let notes: Vec<&str> = log.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(
+        notes,
+        [
+            "# at step 0: latent noise σ ≤ 0.5, lr 2e-3",
+            "# at step 5: latent noise σ ≤ 0.5, lr 2e-3"
+        ],
+        "{log}"
+    );
+    assert!(dir.join("decoder_loss.png").is_file());
     for bad in [-0.1, f64::NAN, 11.0] {
         let err =
             autoencoder::finetune_decoder(&config, &source, &copy("d"), &device, 5, 2e-3, bad)

@@ -176,6 +176,7 @@ fn bench_sample(
         sampler: SamplerKind::Ddim { eta: 0.0 },
         guidance: config.guidance,
         seed: 0,
+        prompt_offset: 0,
     };
     let mut times = Vec::new();
     for i in 0..repeats.div_ceil(2) + 1 {

@@ -19,6 +19,22 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
+/// Writes `dir/config.toml`: the micro recipe trained on the clip folder `folder`.
+fn write_folder_config(dir: &Path, folder: &Path) -> PathBuf {
+    let micro = std::fs::read_to_string(micro()).unwrap();
+    let text = micro.replacen(
+        "[data.shapes]",
+        &format!(
+            "[data]\nfolder = {:?}\n\n[data.shapes]",
+            folder.display().to_string()
+        ),
+        1,
+    );
+    let config = dir.join("config.toml");
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 fn dit_train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dit-train"))
         .args(args)
@@ -219,7 +235,6 @@ fn write_gif(path: &Path, frames: usize) {
 fn bad_data_folders_are_one_line_errors() {
     let dir_guard = temp_dir("folders");
     let dir = dir_guard.path().to_path_buf();
-    let good = std::fs::read_to_string(micro()).unwrap();
     let line = |video: &str| {
         format!("{{\"video\": \"{video}\", \"caption\": \"a grey box moving right\"}}\n")
     };
@@ -257,16 +272,7 @@ fn bad_data_folders_are_one_line_errors() {
                 None => std::fs::write(folder.join(file), b"not a picture at all").unwrap(),
             }
         }
-        let config = dir.join(name).join("config.toml");
-        let text = good.replacen(
-            "[data.shapes]",
-            &format!(
-                "[data]\nfolder = {:?}\n\n[data.shapes]",
-                folder.display().to_string()
-            ),
-            1,
-        );
-        std::fs::write(&config, text).unwrap();
+        let config = write_folder_config(&dir.join(name), &folder);
         let out = dir.join(name).join("run");
         expect_error(
             &[
@@ -403,7 +409,6 @@ fn gif_of(width: u16, height: u16, frames: usize) -> Vec<u8> {
 fn oversized_clips_are_refused_before_decoding() {
     let dir_guard = temp_dir("oversized");
     let dir = dir_guard.path().to_path_buf();
-    let good = std::fs::read_to_string(micro()).unwrap();
     let canvas = "a canvas of 65535×65535 pixels is over the limit of 4096 pixels a side";
     let cases = [
         ("canvas-gif", "a.gif", gif_of(65535, 65535, 1), canvas),
@@ -432,16 +437,7 @@ fn oversized_clips_are_refused_before_decoding() {
             format!("{{\"video\": \"{video}\", \"caption\": \"a red circle moving right\"}}\n"),
         )
         .unwrap();
-        let config = dir.join(name).join("config.toml");
-        let text = good.replacen(
-            "[data.shapes]",
-            &format!(
-                "[data]\nfolder = {:?}\n\n[data.shapes]",
-                folder.display().to_string()
-            ),
-            1,
-        );
-        std::fs::write(&config, text).unwrap();
+        let config = write_folder_config(&dir.join(name), &folder);
         let start = std::time::Instant::now();
         let o = Command::new("sh")
             .arg("-c")
@@ -561,7 +557,6 @@ fn mp4_with(media: mp4::MediaConfig, track_type: mp4::TrackType, samples: u32) -
 fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
     let dir_guard = temp_dir("mp4");
     let dir = dir_guard.path().to_path_buf();
-    let good_config = std::fs::read_to_string(micro()).unwrap();
     // Moving Shapes clips written as MP4 (4 frames of 32×32, magnified ×2).
     let shapes = dit_data::MovingShapesConfig::new().with_frames(4);
     let clip = |caption: &str, index: usize| {
@@ -579,17 +574,7 @@ fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
                 &format!("{{\"video\": \"{file}\", \"caption\": \"a red circle moving right\"}}\n");
         }
         std::fs::write(folder.join("captions.jsonl"), captions).unwrap();
-        let config = dir.join(name).join("config.toml");
-        let text = good_config.replacen(
-            "[data.shapes]",
-            &format!(
-                "[data]\nfolder = {:?}\n\n[data.shapes]",
-                folder.display().to_string()
-            ),
-            1,
-        );
-        std::fs::write(&config, text).unwrap();
-        config
+        write_folder_config(&dir.join(name), &folder)
     };
     let mp4_of = |clip: &dit_data::Clip| {
         let path = dir.join("encoded.mp4");

@@ -103,31 +103,30 @@ fn autoencoder_bytes(config: &ExperimentConfig) -> f64 {
     (state + config.autoencoder_training.batch_size as f64 * per_frame) * F32
 }
 
+/// `value` divided by `step` until it is below `step` (at most to the last unit), and the
+/// index of the unit it is then in.
+fn scaled(mut value: f64, step: f64, units: usize) -> (f64, usize) {
+    let mut unit = 0;
+    while value >= step && unit + 1 < units {
+        value /= step;
+        unit += 1;
+    }
+    (value, unit)
+}
+
 /// Bytes as a short reading, e.g. `1.3 GiB`.
 pub fn human_bytes(bytes: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
+    let (value, unit) = scaled(bytes, 1024.0, UNITS.len());
     format!("{value:.1} {}", UNITS[unit])
 }
 
 /// A count as a short reading, e.g. `1.4 M`, `3.3 T`.
 pub fn human_count(count: f64) -> String {
     const UNITS: [&str; 5] = ["", " k", " M", " G", " T"];
-    let mut value = count;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value}")
-    } else {
-        format!("{value:.1}{}", UNITS[unit])
+    match scaled(count, 1000.0, UNITS.len()) {
+        (value, 0) => format!("{value}"),
+        (value, unit) => format!("{value:.1}{}", UNITS[unit]),
     }
 }
 

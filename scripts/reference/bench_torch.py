@@ -76,10 +76,15 @@ def load_config(path):
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     d, text = raw["model"]["dit"], raw["model"]["dit"]["text"]
+    # The latent shape is derived as dit-train derives it (config.rs `insert_latent_shape`):
+    # [autoencoder latent channels, clip frames, clip size / 2^downsamplings].
+    ae, shapes = raw["model"]["autoencoder"], raw["data"]["shapes"]
     cfg = dict(CFG)
     cfg.update(
-        latent_channels=d["latent_channels"], latent_frames=d["latent_frames"],
-        latent_size=d["latent_size"], patch_frames=d["patch_frames"], patch_size=d["patch_size"],
+        latent_channels=d.get("latent_channels", ae["latent_channels"]),
+        latent_frames=d.get("latent_frames", shapes["frames"]),
+        latent_size=d.get("latent_size", shapes["size"] >> ae["downsamplings"]),
+        patch_frames=d["patch_frames"], patch_size=d["patch_size"],
         hidden=d["hidden"], depth=d["depth"], heads=d["heads"], mlp_ratio=float(d["mlp_ratio"]),
         cross_attention=bool(d["cross_attention"]),
         vocab_size=text["vocab_size"] or MOVING_SHAPES_VOCAB, max_words=text["max_words"],

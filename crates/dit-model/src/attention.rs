@@ -8,6 +8,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
+use crate::fused;
 use crate::layers::{xavier_linear, zero_linear};
 
 /// Splits `[batch, tokens, heads·head_dim]` into `[batch, heads, tokens, head_dim]`.
@@ -82,14 +83,9 @@ impl SelfAttention {
     /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
     /// - key_padding: `[batch, tokens]`, true where a token must be ignored
     pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let [q, k, v]: [Tensor<3>; 3] = self
-            .qkv
-            .forward(x) // [batch, tokens, 3·width]
-            .chunk(3, 2)
-            .try_into()
-            .expect("qkv splits into three");
+        let qkv = self.qkv.forward(x); // [batch, tokens, 3·width]
         self.proj
-            .forward(multi_head_attention(q, k, v, self.heads, key_padding))
+            .forward(fused::self_attention(qkv, self.heads, key_padding))
     }
 }
 

@@ -10,7 +10,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{CrossAttention, SelfAttention};
-use crate::layers::{Mlp, layer_norm, modulate, zero_linear};
+use crate::fused::layer_norm_modulate;
+use crate::layers::{Mlp, layer_norm, zero_linear};
 use crate::text::TextFeatures;
 
 /// LayerNorm epsilon of the DiT blocks and final layer.
@@ -65,7 +66,7 @@ impl DitBlock {
             gate_mlp,
         ] = chunks::<6>(self.ada_ln_modulation.forward(silu(c)));
 
-        let h = modulate(layer_norm(x.clone(), NORM_EPS), shift_msa, scale_msa);
+        let h = layer_norm_modulate(x.clone(), shift_msa, scale_msa, NORM_EPS);
         let x = x + gate_msa.unsqueeze_dim::<3>(1) * self.attn.forward(h, None);
 
         let x = match &self.cross_attn {
@@ -76,7 +77,7 @@ impl DitBlock {
             None => x,
         };
 
-        let h = modulate(layer_norm(x.clone(), NORM_EPS), shift_mlp, scale_mlp);
+        let h = layer_norm_modulate(x.clone(), shift_mlp, scale_mlp, NORM_EPS);
         x + gate_mlp.unsqueeze_dim::<3>(1) * self.mlp.forward(h)
     }
 }

@@ -6,7 +6,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor};
 
 use crate::block::{NORM_EPS, chunks};
-use crate::layers::{layer_norm, modulate, zero_linear};
+use crate::fused::layer_norm_modulate;
+use crate::layers::zero_linear;
 
 /// adaLN + Linear to `pt·ph·pw·C` values per token, zero-initialised so the
 /// untrained DiT predicts zero noise.
@@ -32,6 +33,6 @@ impl FinalLayer {
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
         let [shift, scale] = chunks::<2>(self.ada_ln_modulation.forward(silu(c)));
         self.linear
-            .forward(modulate(layer_norm(x, NORM_EPS), shift, scale))
+            .forward(layer_norm_modulate(x, shift, scale, NORM_EPS))
     }
 }

@@ -72,7 +72,8 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2.forward(gelu_tanh(self.fc1.forward(x)))
+        self.fc2
+            .forward(crate::fused::gelu_tanh(self.fc1.forward(x)))
     }
 }
 

@@ -24,6 +24,7 @@ pub mod backend;
 pub mod block;
 pub mod dit;
 pub mod final_layer;
+pub mod fused;
 pub mod layers;
 pub mod noise;
 pub mod patch;

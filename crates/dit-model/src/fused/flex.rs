@@ -1,0 +1,323 @@
+//! [`FusedOps`] for Burn's `flex` CPU backend and for autodiff over it: the
+//! forward passes call the slice kernels of [`super::cpu`], and each op
+//! registers one backward step with hand-written gradients.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+use burn::backend::{Autodiff, Flex, TensorMetadata};
+use burn::tensor::TensorData;
+
+use super::FusedOps;
+use super::cpu::{self, AttentionSaved, AttentionShape, Probabilities};
+
+/// Saved probabilities above this many floats (256 MiB) are recomputed in the
+/// backward pass from the log-sum-exp instead (long clips).
+const MAX_SAVED_PROBABILITIES: usize = 1 << 26;
+
+/// The tensor's values as one contiguous `f32` slice (copied only when the
+/// tensor is a strided view).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("fused kernels take contiguous f32 tensors")
+}
+
+fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    t.shape().dims()
+}
+
+fn tensor(values: Vec<f32>, shape: impl Into<Vec<usize>>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
+
+/// `valid` (1.0 / 0.0 per key) of a key-padding mask, true at padding.
+fn valid_keys(padding: BoolTensor<Flex>) -> Vec<f32> {
+    let padding: Vec<bool> = padding
+        .into_data()
+        .try_to_vec()
+        .expect("a key-padding mask holds booleans");
+    cpu::valid_keys(&padding)
+}
+
+fn attention_shape(qkv: &FlexTensor, heads: usize) -> AttentionShape {
+    let [batch, tokens, width3] = dims(qkv);
+    assert!(
+        width3 % 3 == 0,
+        "attention: qkv width {width3} is not 3·width"
+    );
+    AttentionShape {
+        batch,
+        tokens,
+        width: width3 / 3,
+        heads,
+    }
+}
+
+fn keep_for(shape: AttentionShape) -> Probabilities {
+    if shape.batch * shape.heads * shape.tokens * shape.tokens <= MAX_SAVED_PROBABILITIES {
+        Probabilities::Save
+    } else {
+        Probabilities::Recompute
+    }
+}
+
+impl FusedOps for Flex {
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = contiguous(x);
+        tensor(cpu::gelu_tanh(values(&x)), x.shape())
+    }
+
+    fn layer_norm_modulate(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let (x, shift, scale) = (contiguous(x), contiguous(shift), contiguous(scale));
+        let shape = dims(&x);
+        let out = cpu::layer_norm_modulate(
+            values(&x),
+            values(&shift),
+            values(&scale),
+            shape,
+            eps as f32,
+        );
+        tensor(out.y, shape)
+    }
+
+    fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        let qkv = contiguous(qkv);
+        let shape = attention_shape(&qkv, heads);
+        let out = cpu::self_attention(values(&qkv), shape, None, Probabilities::Recompute);
+        tensor(out.out, [shape.batch, shape.tokens, shape.width])
+    }
+
+    fn self_attention_masked(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let qkv = contiguous(qkv);
+        let shape = attention_shape(&qkv, heads);
+        let valid = valid_keys(key_padding);
+        let out = cpu::self_attention(values(&qkv), shape, Some(&valid), Probabilities::Recompute);
+        tensor(out.out, [shape.batch, shape.tokens, shape.width])
+    }
+}
+
+/// Backward step of tanh-GELU; keeps the input.
+#[derive(Debug)]
+struct GeluBackward;
+
+impl Backward<Flex, 1> for GeluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(parent) = parent {
+            let x = &ops.state;
+            let dx = cpu::gelu_tanh_backward(values(x), values(&grad));
+            grads.register::<Flex>(parent.id, tensor(dx, x.shape()));
+        }
+    }
+}
+
+/// What the LayerNorm + modulate backward step keeps.
+#[derive(Debug, Clone)]
+struct NormModulateState {
+    x: FlexTensor,
+    scale: FlexTensor,
+    mean: FlexTensor,
+    rstd: FlexTensor,
+}
+
+/// Backward step of LayerNorm + modulate (parents: x, shift, scale).
+#[derive(Debug)]
+struct NormModulateBackward;
+
+impl Backward<Flex, 3> for NormModulateBackward {
+    type State = NormModulateState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, shift_node, scale_node] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let s = &ops.state;
+        let shape: [usize; 3] = dims(&s.x);
+        let g = cpu::layer_norm_modulate_backward(
+            values(&s.x),
+            values(&s.mean),
+            values(&s.rstd),
+            values(&s.scale),
+            values(&grad),
+            shape,
+        );
+        let params = [shape[0], shape[2]];
+        if let Some(node) = x_node {
+            grads.register::<Flex>(node.id, tensor(g.x, shape));
+        }
+        if let Some(node) = shift_node {
+            grads.register::<Flex>(node.id, tensor(g.shift, params));
+        }
+        if let Some(node) = scale_node {
+            grads.register::<Flex>(node.id, tensor(g.scale, params));
+        }
+    }
+}
+
+/// What the attention backward step keeps.
+#[derive(Debug, Clone)]
+struct AttentionState {
+    qkv: FlexTensor,
+    out: FlexTensor,
+    lse: FlexTensor,
+    probs: Option<FlexTensor>,
+    valid: Option<Vec<f32>>,
+    heads: usize,
+}
+
+/// Backward step of self-attention on the packed projection.
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl Backward<Flex, 1> for AttentionBackward {
+    type State = AttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(parent) = parent {
+            let s = &ops.state;
+            let shape = attention_shape(&s.qkv, s.heads);
+            let saved = AttentionSaved {
+                qkv: values(&s.qkv),
+                out: values(&s.out),
+                lse: values(&s.lse),
+                probs: s.probs.as_ref().map(values),
+                valid: s.valid.as_deref(),
+            };
+            let dqkv = cpu::self_attention_backward(saved, values(&grad), shape);
+            grads.register::<Flex>(parent.id, tensor(dqkv, s.qkv.shape()));
+        }
+    }
+}
+
+/// Self-attention under autodiff: the forward pass, and its backward step when tracked.
+fn tracked_attention<C: CheckpointStrategy>(
+    qkv: FloatTensor<Autodiff<Flex, C>>,
+    valid: Option<Vec<f32>>,
+    heads: usize,
+) -> FloatTensor<Autodiff<Flex, C>> {
+    match AttentionBackward
+        .prepare::<C>([qkv.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let input = contiguous(qkv.primitive().clone());
+            let shape = attention_shape(&input, heads);
+            let keep = keep_for(shape);
+            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), keep);
+            let output = tensor(out.out, [shape.batch, shape.tokens, shape.width]);
+            let state = AttentionState {
+                qkv: input,
+                out: output.clone(),
+                lse: tensor(out.lse, [shape.batch, shape.heads, shape.tokens]),
+                probs: out
+                    .probs
+                    .map(|p| tensor(p, [shape.batch, shape.heads, shape.tokens, shape.tokens])),
+                valid,
+                heads,
+            };
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => {
+            let input = contiguous(qkv.into_primitive());
+            let shape = attention_shape(&input, heads);
+            let out = cpu::self_attention(
+                values(&input),
+                shape,
+                valid.as_deref(),
+                Probabilities::Recompute,
+            );
+            prep.finish(tensor(out.out, [shape.batch, shape.tokens, shape.width]))
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = contiguous(x.primitive().clone());
+                let output = Flex::gelu_tanh(input.clone());
+                prep.finish(input, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::gelu_tanh(x.into_primitive())),
+        }
+    }
+
+    fn layer_norm_modulate(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self> {
+        let prepared = NormModulateBackward
+            .prepare::<C>([x.node(), shift.node(), scale.node()])
+            .compute_bound()
+            .stateful();
+        let x = contiguous(x.into_primitive());
+        let shift = contiguous(shift.into_primitive());
+        let scale = contiguous(scale.into_primitive());
+        let shape = dims(&x);
+        let out = cpu::layer_norm_modulate(
+            values(&x),
+            values(&shift),
+            values(&scale),
+            shape,
+            eps as f32,
+        );
+        let output = tensor(out.y, shape);
+        match prepared {
+            OpsKind::Tracked(prep) => {
+                let rows = [shape[0], shape[1]];
+                let state = NormModulateState {
+                    x,
+                    scale,
+                    mean: tensor(out.mean, rows),
+                    rstd: tensor(out.rstd, rows),
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
+        tracked_attention::<C>(qkv, None, heads)
+    }
+
+    fn self_attention_masked(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        tracked_attention::<C>(qkv, Some(valid_keys(key_padding)), heads)
+    }
+}

@@ -1,0 +1,401 @@
+//! Fused operations of the DiT block: tanh-GELU, LayerNorm + adaLN modulation
+//! and multi-head self-attention on the packed `qkv` projection.
+//!
+//! Each is one op with a hand-written backward pass on Burn's `flex` CPU
+//! backend (and autodiff over it), added through Burn's backend extension
+//! mechanism ([`FusedOps`]), where the composite versions would record 7 to
+//! 10 autodiff ops each on the largest activations. On every other backend,
+//! and for tensors that are not `f32`, the functions here run the composite
+//! versions ([`layers::gelu_tanh`], [`layers::layer_norm`] +
+//! [`layers::modulate`], [`attention::multi_head_attention`]), which are also
+//! the references the fused ops are tested against.
+//!
+//! The kernels are in [`cpu`] (slices, SIMD, rayon) and wired to Burn in
+//! `flex`; see `docs/performance.md` for what each one gained.
+
+#[cfg(feature = "flex")]
+mod cpu;
+#[cfg(feature = "flex")]
+mod flex;
+
+use burn::tensor::{Bool, Tensor};
+
+use crate::attention;
+use crate::layers;
+
+#[cfg(feature = "flex")]
+use burn::backend::tensor::{BoolTensor, FloatTensor};
+#[cfg(feature = "flex")]
+use burn::backend::{Backend, Dispatch, backend_extension};
+
+/// Fused DiT ops as a Burn backend extension, implemented for `flex` and
+/// autodiff over `flex`; callers go through the functions of this module,
+/// which send other backends to the composite versions.
+#[cfg(feature = "flex")]
+#[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
+pub trait FusedOps: Backend {
+    /// tanh-GELU, element by element.
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `LayerNorm(x)·(1 + scale) + shift` over the last axis, without affine
+    /// parameters. x: `[batch, tokens, width]`; shift, scale: `[batch, width]`.
+    fn layer_norm_modulate(
+        x: FloatTensor<Self>,
+        shift: FloatTensor<Self>,
+        scale: FloatTensor<Self>,
+        eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// Multi-head self-attention from `qkv [batch, tokens, 3·width]` to `[batch, tokens, width]`.
+    fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self>;
+
+    /// [`Self::self_attention`] ignoring the keys where `key_padding [batch, tokens]` is true.
+    fn self_attention_masked(
+        qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the fused ops run this tensor: `f32` on `flex` (with or without autodiff).
+#[cfg(feature = "flex")]
+fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
+    use burn::backend::DispatchDevice;
+    let device = x.device();
+    let on_flex = match device.as_dispatch() {
+        DispatchDevice::Flex(_) => true,
+        DispatchDevice::Autodiff(inner) => matches!(**inner, DispatchDevice::Flex(_)),
+        #[allow(unreachable_patterns)]
+        _ => false,
+    };
+    on_flex && x.dtype() == burn::tensor::DType::F32
+}
+
+/// tanh-GELU (PyTorch's `GELU(approximate="tanh")`); see [`layers::gelu_tanh`].
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if runs_fused(&x) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_tanh(x.into_dispatch()));
+    }
+    layers::gelu_tanh(x)
+}
+
+/// LayerNorm without affine parameters, then adaLN modulation:
+/// `LayerNorm(x)·(1 + scale) + shift`.
+///
+/// # Shapes
+/// - x: `[batch, tokens, hidden]`
+/// - shift, scale: `[batch, hidden]`
+pub fn layer_norm_modulate(
+    x: Tensor<3>,
+    shift: Tensor<2>,
+    scale: Tensor<2>,
+    eps: f64,
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if runs_fused(&x) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::layer_norm_modulate(
+            x.into_dispatch(),
+            shift.into_dispatch(),
+            scale.into_dispatch(),
+            eps,
+        ));
+    }
+    layers::modulate(layers::layer_norm(x, eps), shift, scale)
+}
+
+/// Multi-head self-attention `softmax(q·kᵀ/√d)·v` from the packed projection.
+///
+/// # Shapes
+/// - qkv: `[batch, tokens, 3·width]`: queries, keys and values side by side
+/// - key_padding: `[batch, tokens]`, true where a key must be ignored
+/// - output: `[batch, tokens, width]`
+pub fn self_attention(
+    qkv: Tensor<3>,
+    heads: usize,
+    key_padding: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if runs_fused(&qkv) {
+        let out = match key_padding {
+            None => <Dispatch as FusedOps>::self_attention(qkv.into_dispatch(), heads),
+            Some(mask) => <Dispatch as FusedOps>::self_attention_masked(
+                qkv.into_dispatch(),
+                mask.into_dispatch(),
+                heads,
+            ),
+        };
+        return Tensor::from_dispatch(out);
+    }
+    let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("qkv splits into three");
+    attention::multi_head_attention(q, k, v, heads, key_padding)
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    fn device() -> Device {
+        Device::flex().autodiff()
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    /// Largest difference relative to the largest reference value.
+    fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-12);
+        got.iter()
+            .zip(want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()))
+            / scale
+    }
+
+    fn assert_close<const D: usize>(got: Tensor<D>, want: Tensor<D>, what: &str) {
+        assert_eq!(got.dims(), want.dims(), "{what}: shape");
+        let err = relative_error(&values(got), &values(want));
+        assert!(err <= 1e-5, "{what}: relative error {err:e}");
+    }
+
+    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<D> {
+        Device::seed(&device(), seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), &device())
+    }
+
+    /// Runs `op` on leaf copies of `inputs` and returns the output and each input's
+    /// gradient of `Σ output · weights`.
+    fn output_and_grads<const D: usize, const O: usize>(
+        inputs: &[Tensor<D>],
+        weights: &Tensor<O>,
+        op: impl Fn(Vec<Tensor<D>>) -> Tensor<O>,
+    ) -> (Tensor<O>, Vec<Tensor<D>>) {
+        let leaves: Vec<_> = inputs
+            .iter()
+            .map(|t| t.clone().detach().require_grad())
+            .collect();
+        let out = op(leaves.clone());
+        let grads = (out.clone() * weights.clone()).sum().backward();
+        let input_grads = leaves
+            .iter()
+            .map(|t| t.grad(&grads).expect("input has a gradient"))
+            .map(|g| Tensor::from_data(g.into_data(), &device()))
+            .collect();
+        (out, input_grads)
+    }
+
+    #[test]
+    fn fused_gelu_matches_composite_forward_and_backward() {
+        for (i, shape) in [[3, 7, 37], [1, 1, 1], [2, 128, 64]]
+            .into_iter()
+            .enumerate()
+        {
+            let x = random(shape, i as u64) * 3.0;
+            let w = random(shape, 100 + i as u64);
+            let (y, gx) =
+                output_and_grads(std::slice::from_ref(&x), &w, |v| gelu_tanh(v[0].clone()));
+            let (y_ref, gx_ref) = output_and_grads(&[x], &w, |v| layers::gelu_tanh(v[0].clone()));
+            assert_close(y, y_ref, "gelu forward");
+            assert_close(gx[0].clone(), gx_ref[0].clone(), "gelu dx");
+        }
+    }
+
+    #[test]
+    fn fused_layer_norm_modulate_matches_composite_forward_and_backward() {
+        for (i, [batch, tokens, width]) in [[2, 5, 24], [1, 3, 19], [3, 33, 128], [1, 1, 7]]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 10 * i as u64;
+            let x = random([batch, tokens, width], seed) * 2.0 + 0.5;
+            // Shift and scale as [batch, 1, width] so one helper handles all three inputs.
+            let shift = random([batch, 1, width], seed + 1);
+            let scale = random([batch, 1, width], seed + 2) * 0.5;
+            let w = random([batch, tokens, width], seed + 3);
+            let run = |fused: bool| {
+                output_and_grads(&[x.clone(), shift.clone(), scale.clone()], &w, |v| {
+                    let shift = v[1].clone().squeeze_dim(1);
+                    let scale = v[2].clone().squeeze_dim(1);
+                    if fused {
+                        layer_norm_modulate(v[0].clone(), shift, scale, 1e-6)
+                    } else {
+                        layers::modulate(layers::layer_norm(v[0].clone(), 1e-6), shift, scale)
+                    }
+                })
+            };
+            let (y, g) = run(true);
+            let (y_ref, g_ref) = run(false);
+            assert_close(y, y_ref, "norm-modulate forward");
+            for (name, (got, want)) in ["dx", "dshift", "dscale"]
+                .iter()
+                .zip(g.into_iter().zip(g_ref))
+            {
+                assert_close(got, want, name);
+            }
+        }
+    }
+
+    fn padding(batch: usize, tokens: usize) -> Tensor<2, Bool> {
+        // Sample b pads its last b keys (sample 0 none), never all of them.
+        let mask: Vec<bool> = (0..batch)
+            .flat_map(|b| (0..tokens).map(move |t| t + b.min(tokens - 1) >= tokens))
+            .collect();
+        Tensor::from_data(TensorData::new(mask, [batch, tokens]), &device())
+    }
+
+    #[test]
+    fn fused_self_attention_matches_composite_forward_and_backward() {
+        let cases = [
+            // batch, tokens, width, heads, masked
+            (2, 7, 12, 3, false),
+            (1, 5, 8, 1, false),
+            (3, 9, 16, 4, true),
+            (1, 1, 4, 2, false),
+            (2, 130, 32, 2, false), // more tokens than one query block
+            (2, 131, 24, 3, true),
+        ];
+        for (i, (batch, tokens, width, heads, masked)) in cases.into_iter().enumerate() {
+            let qkv = random([batch, tokens, 3 * width], 7 * i as u64);
+            let w = random([batch, tokens, width], 7 * i as u64 + 1);
+            let mask = masked.then(|| padding(batch, tokens));
+            let (y, g) = output_and_grads(std::slice::from_ref(&qkv), &w, |v| {
+                self_attention(v[0].clone(), heads, mask.clone())
+            });
+            let (y_ref, g_ref) = output_and_grads(&[qkv], &w, |v| {
+                let [q, k, v]: [Tensor<3>; 3] = v[0].clone().chunk(3, 2).try_into().unwrap();
+                attention::multi_head_attention(q, k, v, heads, mask.clone())
+            });
+            let case = format!("case {i} (b{batch} t{tokens} w{width} h{heads} mask {masked})");
+            assert_close(y, y_ref, &format!("attention forward, {case}"));
+            assert_close(
+                g[0].clone(),
+                g_ref[0].clone(),
+                &format!("attention dqkv, {case}"),
+            );
+        }
+    }
+
+    #[test]
+    fn attention_backward_is_the_same_from_saved_or_recomputed_probabilities() {
+        let shape = cpu::AttentionShape {
+            batch: 2,
+            tokens: 150,
+            width: 16,
+            heads: 2,
+        };
+        let qkv = values(random([2, 150, 48], 3));
+        let grad = values(random([2, 150, 16], 4));
+        let valid = cpu::valid_keys(
+            &(0..300)
+                .map(|i| i % 150 >= 140 && i >= 150)
+                .collect::<Vec<_>>(),
+        );
+        let saved = cpu::self_attention(&qkv, shape, Some(&valid), cpu::Probabilities::Save);
+        let recomputed =
+            cpu::self_attention(&qkv, shape, Some(&valid), cpu::Probabilities::Recompute);
+        assert_eq!(saved.out, recomputed.out);
+        assert_eq!(saved.lse, recomputed.lse);
+        let backward = |probs: Option<&[f32]>| {
+            cpu::self_attention_backward(
+                cpu::AttentionSaved {
+                    qkv: &qkv,
+                    out: &saved.out,
+                    lse: &saved.lse,
+                    probs,
+                    valid: Some(&valid),
+                },
+                &grad,
+                shape,
+            )
+        };
+        let from_saved = backward(saved.probs.as_deref());
+        let from_lse = backward(None);
+        let err = relative_error(&from_lse, &from_saved);
+        assert!(err <= 1e-6, "relative difference {err:e}");
+    }
+
+    /// Central differences of `Σ f(x)·w` at a few elements of `x` against the
+    /// fused backward pass.
+    fn check_finite_differences<const D: usize>(
+        x: Tensor<D>,
+        w: Tensor<D>,
+        f: impl Fn(Tensor<D>) -> Tensor<D>,
+        what: &str,
+    ) {
+        let (_, grads) = output_and_grads(std::slice::from_ref(&x), &w, |v| f(v[0].clone()));
+        let analytic = values(grads[0].clone());
+        let base = values(x.clone());
+        let shape = x.dims();
+        let loss = |xs: &[f32]| -> f64 {
+            let x = Tensor::<D>::from_data(TensorData::new(xs.to_vec(), shape), &device());
+            values(f(x))
+                .iter()
+                .zip(values(w.clone()))
+                .map(|(&y, w)| y as f64 * w as f64)
+                .sum()
+        };
+        let h = 1e-2f32;
+        let n = base.len();
+        for index in [0, n / 3, n / 2, n - 1] {
+            let mut plus = base.clone();
+            let mut minus = base.clone();
+            plus[index] += h;
+            minus[index] -= h;
+            let numeric = (loss(&plus) - loss(&minus)) / (2.0 * h as f64);
+            let got = analytic[index] as f64;
+            assert!(
+                (numeric - got).abs() <= 2e-2 * numeric.abs().max(0.1),
+                "{what}: element {index}: finite differences {numeric}, backward {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn fused_backward_passes_agree_with_finite_differences() {
+        let x = random([2, 6, 20], 50);
+        let w = random([2, 6, 20], 51);
+        check_finite_differences(x.clone(), w.clone(), gelu_tanh, "gelu");
+        let shift = random([2, 20], 52);
+        let scale = random([2, 20], 53);
+        check_finite_differences(
+            x,
+            w.clone(),
+            |x| layer_norm_modulate(x, shift.clone(), scale.clone(), 1e-6),
+            "norm-modulate",
+        );
+        let qkv = random([2, 6, 60], 54);
+        check_finite_differences(
+            qkv,
+            w,
+            |qkv| self_attention(qkv, 4, Some(padding(2, 6))),
+            "attention",
+        );
+    }
+
+    #[test]
+    fn vectorised_exp_is_within_two_ulp() {
+        let (mut worst, mut at) = (0.0f64, 0.0f32);
+        for i in -86_990..=87_990 {
+            let x = i as f32 * 1e-3;
+            let want = (x as f64).exp();
+            let got = cpu::exp(x) as f64;
+            if (got - want).abs() / want > worst {
+                (worst, at) = ((got - want).abs() / want, x);
+            }
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst:e} at {at}");
+        assert!(cpu::exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(cpu::exp(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn other_backends_are_not_routed_to_the_fused_ops() {
+        // The routing decision itself: flex (with or without autodiff) and f32 only.
+        let x = Tensor::<2>::zeros([2, 2], &Device::flex());
+        assert!(runs_fused(&x));
+        assert!(runs_fused(&Tensor::<2>::zeros([2, 2], &device())));
+        assert!(!runs_fused(&x.cast(burn::tensor::DType::F64)));
+    }
+}

@@ -9,7 +9,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::fused;
-use crate::layers::{xavier_linear, zero_linear};
+use crate::layers::{per_token, xavier_linear, zero_linear};
 
 /// Splits `[batch, tokens, heads·head_dim]` into `[batch, heads, tokens, head_dim]`.
 fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
@@ -83,9 +83,11 @@ impl SelfAttention {
     /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
     /// - key_padding: `[batch, tokens]`, true where a token must be ignored
     pub fn forward(&self, x: Tensor<3>, key_padding: Option<Tensor<2, Bool>>) -> Tensor<3> {
-        let qkv = self.qkv.forward(x); // [batch, tokens, 3·width]
-        self.proj
-            .forward(fused::self_attention(qkv, self.heads, key_padding))
+        let qkv = per_token(&self.qkv, x); // [batch, tokens, 3·width]
+        per_token(
+            &self.proj,
+            fused::self_attention(qkv, self.heads, key_padding),
+        )
     }
 }
 
@@ -123,20 +125,15 @@ impl CrossAttention {
         context: Tensor<3>,
         context_padding: Tensor<2, Bool>,
     ) -> Tensor<3> {
-        let q = self.q.forward(x);
-        let [k, v]: [Tensor<3>; 2] = self
-            .kv
-            .forward(context)
+        let q = per_token(&self.q, x);
+        let [k, v]: [Tensor<3>; 2] = per_token(&self.kv, context)
             .chunk(2, 2)
             .try_into()
             .expect("kv splits into two");
-        self.proj.forward(multi_head_attention(
-            q,
-            k,
-            v,
-            self.heads,
-            Some(context_padding),
-        ))
+        per_token(
+            &self.proj,
+            multi_head_attention(q, k, v, self.heads, Some(context_padding)),
+        )
     }
 }
 

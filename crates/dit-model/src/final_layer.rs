@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block::{NORM_EPS, chunks};
 use crate::fused::layer_norm_modulate;
-use crate::layers::zero_linear;
+use crate::layers::{per_token, zero_linear};
 
 /// adaLN + Linear to `pt·ph·pw·C` values per token, zero-initialised so the
 /// untrained DiT predicts zero noise.
@@ -32,7 +32,6 @@ impl FinalLayer {
     /// - x: `[batch, tokens, hidden]`, c: `[batch, hidden]` → `[batch, tokens, patch_dim]`
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>) -> Tensor<3> {
         let [shift, scale] = chunks::<2>(self.ada_ln_modulation.forward(silu(c)));
-        self.linear
-            .forward(layer_norm_modulate(x, shift, scale, NORM_EPS))
+        per_token(&self.linear, layer_norm_modulate(x, shift, scale, NORM_EPS))
     }
 }

@@ -35,6 +35,18 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x * sigmoid(u2)
 }
 
+/// A Linear layer applied to every token: `[batch, tokens, d_in] → [batch, tokens, d_out]`.
+///
+/// The tokens of all samples go through as one `[batch·tokens, d_in]` matrix
+/// product, rather than one product per sample as `Linear` does on a 3-D
+/// input, which repacks the weight for every sample on CPU backends.
+pub fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [batch, tokens, width] = x.dims();
+    let y = linear.forward(x.reshape([batch * tokens, width]));
+    let out = y.dims()[1];
+    y.reshape([batch, tokens, out])
+}
+
 /// A Linear layer with Xavier-uniform weights and zero bias (DiT's initialisation).
 pub(crate) fn xavier_linear(d_input: usize, d_output: usize, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_input, d_output)
@@ -72,8 +84,7 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.fc2
-            .forward(crate::fused::gelu_tanh(self.fc1.forward(x)))
+        per_token(&self.fc2, crate::fused::gelu_tanh(per_token(&self.fc1, x)))
     }
 }
 

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
-use crate::layers::xavier_linear;
+use crate::layers::{per_token, xavier_linear};
 
 /// Cuts a video into patch tokens, frame-major then row then column.
 ///
@@ -68,7 +68,7 @@ impl PatchEmbed {
     /// # Shapes
     /// - x: `[batch, C, F, H, W]` → `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<5>) -> Tensor<3> {
-        self.proj.forward(patchify(x, self.patch))
+        per_token(&self.proj, patchify(x, self.patch))
     }
 }
 

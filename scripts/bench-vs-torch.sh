@@ -44,13 +44,16 @@ for text in open(sys.argv[1]):
         continue
     m = json.loads(text)
     side = "torch" if m["backend"].startswith("pytorch") else "burn"
-    rows.setdefault((m["what"], m["batch"]), {})[side] = m["median_s"]
+    row = rows.setdefault((m["what"], m["batch"]), {})
+    row[side] = m["median_s"]
+    if side == "burn":
+        row["cores"] = m.get("cores_busy")
 
 print()
-print(f"{'what':<12} {'batch':>5} {'burn s':>10} {'torch s':>10} {'torch/burn':>11}")
+print(f"{'what':<12} {'batch':>5} {'burn s':>10} {'burn cores':>10} {'torch s':>10} {'torch/burn':>11}")
 for (what, batch), r in rows.items():
-    burn, torch = r.get("burn"), r.get("torch")
-    fmt = lambda v: f"{v:10.4f}" if v is not None else f"{'-':>10}"
+    burn, torch, cores = r.get("burn"), r.get("torch"), r.get("cores")
+    fmt = lambda v, w=10: f"{v:{w}.4f}" if v is not None else f"{'-':>{w}}"
     ratio = f"{torch / burn:11.2f}" if burn and torch else f"{'-':>11}"
-    print(f"{what:<12} {batch:>5} {fmt(burn)} {fmt(torch)} {ratio}")
+    print(f"{what:<12} {batch:>5} {fmt(burn)} {fmt(cores)} {fmt(torch)} {ratio}")
 EOF

@@ -1,5 +1,10 @@
 //! `dit-infer`: generate videos from prompts with a trained DiT.
 
+/// The allocator: keeps freed memory for the next tensor instead of handing it
+/// back to the OS (glibc's does, and every op then faults its output's pages in anew).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::fs;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -125,14 +125,11 @@ impl CrossAttention {
         context: Tensor<3>,
         context_padding: Tensor<2, Bool>,
     ) -> Tensor<3> {
-        let q = per_token(&self.q, x);
-        let [k, v]: [Tensor<3>; 2] = per_token(&self.kv, context)
-            .chunk(2, 2)
-            .try_into()
-            .expect("kv splits into two");
+        let q = per_token(&self.q, x); // [batch, tokens, width]
+        let kv = per_token(&self.kv, context); // [batch, words, 2·width]
         per_token(
             &self.proj,
-            multi_head_attention(q, k, v, self.heads, Some(context_padding)),
+            fused::cross_attention(q, kv, self.heads, context_padding),
         )
     }
 }

@@ -1,6 +1,11 @@
 //! `dit-train`: trains the visual autoencoder (stage 1), then the DiT on its
 //! frozen latents (stage 2), into a run folder that `dit-infer` loads.
 
+/// The allocator: keeps freed memory for the next tensor instead of handing it
+/// back to the OS (glibc's does, and every op then faults its output's pages in anew).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -47,9 +47,9 @@ macro_rules! multiversion {
 
 mod attention;
 
-pub(crate) use attention::{
-    AttentionSaved, AttentionShape, Probabilities, self_attention, self_attention_backward,
-    valid_keys,
+pub use attention::{
+    Attended, AttentionSaved, AttentionShape, Probabilities, cross_attention,
+    cross_attention_backward, self_attention, self_attention_backward, valid_keys,
 };
 
 /// Lanes of the vectorised reductions: one AVX-512 register of `f32`.
@@ -70,7 +70,7 @@ const ELEMENTWISE_CHUNK: usize = 1 << 14;
 /// are clamped to `[-87, 88]` so `2^k` stays a normal number: `exp(-∞)` gives
 /// 1.6e-38, not 0, so callers that need exact zeros (masked keys) set them.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split in a part with 9 significant bits, so that k·LN2_HI is exact
     // for |k| ≤ 2¹⁵, and the rest (the Cody–Waite constants of Cephes' expf).
@@ -134,7 +134,7 @@ multiversion! {
 }
 
 /// tanh-GELU `x·σ(2u)`, `u = √(2/π)(x + 0.044715x³)`, element by element.
-pub(crate) fn gelu_tanh(x: &[f32]) -> Vec<f32> {
+pub fn gelu_tanh(x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
     y.par_chunks_mut(ELEMENTWISE_CHUNK)
         .zip(x.par_chunks(ELEMENTWISE_CHUNK))
@@ -143,7 +143,7 @@ pub(crate) fn gelu_tanh(x: &[f32]) -> Vec<f32> {
 }
 
 /// The gradient of [`gelu_tanh`] at `x` times `grad`.
-pub(crate) fn gelu_tanh_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
+pub fn gelu_tanh_backward(x: &[f32], grad: &[f32]) -> Vec<f32> {
     assert_eq!(
         x.len(),
         grad.len(),
@@ -250,13 +250,13 @@ multiversion! {
 }
 
 /// The output of [`layer_norm_modulate`]: `y` and the statistics its backward pass needs.
-pub(crate) struct NormModulated {
+pub struct NormModulated {
     /// `x̂·(1 + scale) + shift`, shaped like `x`.
-    pub(crate) y: Vec<f32>,
+    pub y: Vec<f32>,
     /// Mean of each row of `x`.
-    pub(crate) mean: Vec<f32>,
+    pub mean: Vec<f32>,
     /// `1 / √(var + eps)` of each row of `x` (biased variance).
-    pub(crate) rstd: Vec<f32>,
+    pub rstd: Vec<f32>,
 }
 
 /// LayerNorm without affine parameters, then adaLN modulation:
@@ -265,7 +265,7 @@ pub(crate) struct NormModulated {
 ///
 /// # Shapes
 /// - x: `[batch, tokens, width]`, shift and scale: `[batch, width]`
-pub(crate) fn layer_norm_modulate(
+pub fn layer_norm_modulate(
     x: &[f32],
     shift: &[f32],
     scale: &[f32],
@@ -379,13 +379,13 @@ multiversion! {
 }
 
 /// Gradients of [`layer_norm_modulate`] with respect to `x`, `shift` and `scale`.
-pub(crate) struct NormModulateGrads {
+pub struct NormModulateGrads {
     /// `∂L/∂x`, `[batch, tokens, width]`.
-    pub(crate) x: Vec<f32>,
+    pub x: Vec<f32>,
     /// `∂L/∂shift`, `[batch, width]`.
-    pub(crate) shift: Vec<f32>,
+    pub shift: Vec<f32>,
     /// `∂L/∂scale`, `[batch, width]`.
-    pub(crate) scale: Vec<f32>,
+    pub scale: Vec<f32>,
 }
 
 /// The backward pass of [`layer_norm_modulate`], from its input, saved
@@ -394,7 +394,7 @@ pub(crate) struct NormModulateGrads {
 /// `∂L/∂shift = Σₜ g`, `∂L/∂scale = Σₜ g·x̂`, and with `ĝ = g·(1 + scale)`,
 /// `∂L/∂x = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / σ`. Samples run in parallel; the
 /// sums over tokens run in token order.
-pub(crate) fn layer_norm_modulate_backward(
+pub fn layer_norm_modulate_backward(
     x: &[f32],
     mean: &[f32],
     rstd: &[f32],

@@ -14,9 +14,11 @@ use burn::tensor::TensorData;
 use super::FusedOps;
 use super::cpu::{self, AttentionSaved, AttentionShape, Probabilities};
 
-/// Saved probabilities above this many floats (256 MiB) are recomputed in the
-/// backward pass from the log-sum-exp instead (long clips).
-const MAX_SAVED_PROBABILITIES: usize = 1 << 26;
+/// What the attention forward pass keeps for the backward pass: recomputing
+/// the probabilities from the log-sum-exp measured as fast as saving them
+/// (`examples/attention_backward.rs`, docs/performance.md) and keeps
+/// `tokens` times less memory.
+const KEEP: Probabilities = Probabilities::Recompute;
 
 /// The tensor's values as one contiguous `f32` slice (copied only when the
 /// tensor is a strided view).
@@ -56,19 +58,23 @@ fn attention_shape(qkv: &FlexTensor, heads: usize) -> AttentionShape {
         width3 % 3 == 0,
         "attention: qkv width {width3} is not 3·width"
     );
-    AttentionShape {
-        batch,
-        tokens,
-        width: width3 / 3,
-        heads,
-    }
+    AttentionShape::self_attention(batch, tokens, width3 / 3, heads)
 }
 
-fn keep_for(shape: AttentionShape) -> Probabilities {
-    if shape.batch * shape.heads * shape.tokens * shape.tokens <= MAX_SAVED_PROBABILITIES {
-        Probabilities::Save
-    } else {
-        Probabilities::Recompute
+fn cross_attention_shape(q: &FlexTensor, kv: &FlexTensor, heads: usize) -> AttentionShape {
+    let [batch, queries, width] = dims(q);
+    let [_, keys, width2] = dims(kv);
+    assert_eq!(
+        width2,
+        2 * width,
+        "cross-attention: kv width is not 2·width"
+    );
+    AttentionShape {
+        batch,
+        queries,
+        keys,
+        width,
+        heads,
     }
 }
 
@@ -99,8 +105,8 @@ impl FusedOps for Flex {
     fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         let qkv = contiguous(qkv);
         let shape = attention_shape(&qkv, heads);
-        let out = cpu::self_attention(values(&qkv), shape, None, Probabilities::Recompute);
-        tensor(out.out, [shape.batch, shape.tokens, shape.width])
+        let out = cpu::self_attention(values(&qkv), shape, None, KEEP);
+        tensor(out.out, [shape.batch, shape.queries, shape.width])
     }
 
     fn self_attention_masked(
@@ -111,8 +117,21 @@ impl FusedOps for Flex {
         let qkv = contiguous(qkv);
         let shape = attention_shape(&qkv, heads);
         let valid = valid_keys(key_padding);
-        let out = cpu::self_attention(values(&qkv), shape, Some(&valid), Probabilities::Recompute);
-        tensor(out.out, [shape.batch, shape.tokens, shape.width])
+        let out = cpu::self_attention(values(&qkv), shape, Some(&valid), KEEP);
+        tensor(out.out, [shape.batch, shape.queries, shape.width])
+    }
+
+    fn cross_attention(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let (q, kv) = (contiguous(q), contiguous(kv));
+        let shape = cross_attention_shape(&q, &kv, heads);
+        let valid = valid_keys(key_padding);
+        let out = cpu::cross_attention(values(&q), values(&kv), shape, Some(&valid), KEEP);
+        tensor(out.out, [shape.batch, shape.queries, shape.width])
     }
 }
 
@@ -201,7 +220,8 @@ impl Backward<Flex, 1> for AttentionBackward {
             let s = &ops.state;
             let shape = attention_shape(&s.qkv, s.heads);
             let saved = AttentionSaved {
-                qkv: values(&s.qkv),
+                queries: values(&s.qkv),
+                keys_values: values(&s.qkv),
                 out: values(&s.out),
                 lse: values(&s.lse),
                 probs: s.probs.as_ref().map(values),
@@ -227,16 +247,15 @@ fn tracked_attention<C: CheckpointStrategy>(
         OpsKind::Tracked(prep) => {
             let input = contiguous(qkv.primitive().clone());
             let shape = attention_shape(&input, heads);
-            let keep = keep_for(shape);
-            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), keep);
-            let output = tensor(out.out, [shape.batch, shape.tokens, shape.width]);
+            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), KEEP);
+            let output = tensor(out.out, [shape.batch, shape.queries, shape.width]);
             let state = AttentionState {
                 qkv: input,
                 out: output.clone(),
-                lse: tensor(out.lse, [shape.batch, shape.heads, shape.tokens]),
+                lse: tensor(out.lse, [shape.batch, shape.heads, shape.queries]),
                 probs: out
                     .probs
-                    .map(|p| tensor(p, [shape.batch, shape.heads, shape.tokens, shape.tokens])),
+                    .map(|p| tensor(p, [shape.batch, shape.heads, shape.queries, shape.keys])),
                 valid,
                 heads,
             };
@@ -245,13 +264,49 @@ fn tracked_attention<C: CheckpointStrategy>(
         OpsKind::UnTracked(prep) => {
             let input = contiguous(qkv.into_primitive());
             let shape = attention_shape(&input, heads);
-            let out = cpu::self_attention(
-                values(&input),
-                shape,
-                valid.as_deref(),
-                Probabilities::Recompute,
-            );
-            prep.finish(tensor(out.out, [shape.batch, shape.tokens, shape.width]))
+            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), KEEP);
+            prep.finish(tensor(out.out, [shape.batch, shape.queries, shape.width]))
+        }
+    }
+}
+
+/// What the cross-attention backward step keeps.
+#[derive(Debug, Clone)]
+struct CrossAttentionState {
+    q: FlexTensor,
+    kv: FlexTensor,
+    out: FlexTensor,
+    lse: FlexTensor,
+    valid: Vec<f32>,
+    heads: usize,
+}
+
+/// Backward step of cross-attention (parents: q, kv).
+#[derive(Debug)]
+struct CrossAttentionBackward;
+
+impl Backward<Flex, 2> for CrossAttentionBackward {
+    type State = CrossAttentionState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [q_node, kv_node] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let s = &ops.state;
+        let shape = cross_attention_shape(&s.q, &s.kv, s.heads);
+        let saved = AttentionSaved {
+            queries: values(&s.q),
+            keys_values: values(&s.kv),
+            out: values(&s.out),
+            lse: values(&s.lse),
+            probs: None,
+            valid: Some(&s.valid),
+        };
+        let (dq, dkv) = cpu::cross_attention_backward(saved, values(&grad), shape);
+        if let Some(node) = q_node {
+            grads.register::<Flex>(node.id, tensor(dq, s.q.shape()));
+        }
+        if let Some(node) = kv_node {
+            grads.register::<Flex>(node.id, tensor(dkv, s.kv.shape()));
         }
     }
 }
@@ -319,5 +374,39 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         heads: usize,
     ) -> FloatTensor<Self> {
         tracked_attention::<C>(qkv, Some(valid_keys(key_padding)), heads)
+    }
+
+    fn cross_attention(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        let prepared = CrossAttentionBackward
+            .prepare::<C>([q.node(), kv.node()])
+            .compute_bound()
+            .stateful();
+        let (q, kv) = (
+            contiguous(q.into_primitive()),
+            contiguous(kv.into_primitive()),
+        );
+        let shape = cross_attention_shape(&q, &kv, heads);
+        let valid = valid_keys(key_padding);
+        let out = cpu::cross_attention(values(&q), values(&kv), shape, Some(&valid), KEEP);
+        let output = tensor(out.out, [shape.batch, shape.queries, shape.width]);
+        match prepared {
+            OpsKind::Tracked(prep) => {
+                let state = CrossAttentionState {
+                    q,
+                    kv,
+                    out: output.clone(),
+                    lse: tensor(out.lse, [shape.batch, shape.heads, shape.queries]),
+                    valid,
+                    heads,
+                };
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
     }
 }

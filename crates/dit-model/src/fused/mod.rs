@@ -1,5 +1,6 @@
 //! Fused operations of the DiT block: tanh-GELU, LayerNorm + adaLN modulation
-//! and multi-head self-attention on the packed `qkv` projection.
+//! and multi-head attention (self-attention on the packed `qkv` projection,
+//! cross-attention to packed keys and values).
 //!
 //! Each is one op with a hand-written backward pass on Burn's `flex` CPU
 //! backend (and autodiff over it), added through Burn's backend extension
@@ -14,7 +15,7 @@
 //! `flex`; see `docs/performance.md` for what each one gained.
 
 #[cfg(feature = "flex")]
-mod cpu;
+pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
@@ -52,6 +53,16 @@ pub trait FusedOps: Backend {
     /// [`Self::self_attention`] ignoring the keys where `key_padding [batch, tokens]` is true.
     fn self_attention_masked(
         qkv: FloatTensor<Self>,
+        key_padding: BoolTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+
+    /// Multi-head cross-attention from `q [batch, queries, width]` to the keys and
+    /// values of `kv [batch, keys, 2·width]`, ignoring keys where `key_padding
+    /// [batch, keys]` is true; to `[batch, queries, width]`.
+    fn cross_attention(
+        q: FloatTensor<Self>,
+        kv: FloatTensor<Self>,
         key_padding: BoolTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self>;
@@ -129,6 +140,31 @@ pub fn self_attention(
     }
     let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("qkv splits into three");
     attention::multi_head_attention(q, k, v, heads, key_padding)
+}
+
+/// Multi-head cross-attention from queries to packed keys and values.
+///
+/// # Shapes
+/// - q: `[batch, queries, width]`, kv: `[batch, keys, 2·width]` (keys, values side by side)
+/// - key_padding: `[batch, keys]`, true where a key must be ignored
+/// - output: `[batch, queries, width]`
+pub fn cross_attention(
+    q: Tensor<3>,
+    kv: Tensor<3>,
+    heads: usize,
+    key_padding: Tensor<2, Bool>,
+) -> Tensor<3> {
+    #[cfg(feature = "flex")]
+    if runs_fused(&q) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::cross_attention(
+            q.into_dispatch(),
+            kv.into_dispatch(),
+            key_padding.into_dispatch(),
+            heads,
+        ));
+    }
+    let [k, v]: [Tensor<3>; 2] = kv.chunk(2, 2).try_into().expect("kv splits into two");
+    attention::multi_head_attention(q, k, v, heads, Some(key_padding))
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -278,13 +314,55 @@ mod tests {
     }
 
     #[test]
+    fn fused_cross_attention_matches_composite_forward_and_backward() {
+        let cases = [
+            // batch, queries, keys, width, heads
+            (2, 7, 5, 12, 3),
+            (1, 130, 12, 8, 1),
+            (3, 9, 1, 16, 4),
+        ];
+        for (i, (batch, queries, keys, width, heads)) in cases.into_iter().enumerate() {
+            let seed = 40 + 5 * i as u64;
+            // q and kv as one [batch, queries + keys, 2·width] input so one helper tracks both.
+            let q = random([batch, queries, 2 * width], seed);
+            let kv = random([batch, keys, 2 * width], seed + 1);
+            let both = Tensor::cat(vec![q, kv], 1);
+            let w = random([batch, queries, width], seed + 2);
+            let mask = padding(batch, keys);
+            let run = |fused: bool| {
+                output_and_grads(std::slice::from_ref(&both), &w, |v| {
+                    let q = v[0].clone().narrow(1, 0, queries).narrow(2, 0, width);
+                    let kv = v[0].clone().narrow(1, queries, keys);
+                    if fused {
+                        cross_attention(q, kv, heads, mask.clone())
+                    } else {
+                        let [k, v]: [Tensor<3>; 2] = kv.chunk(2, 2).try_into().unwrap();
+                        attention::multi_head_attention(q, k, v, heads, Some(mask.clone()))
+                    }
+                })
+            };
+            let ((y, g), (y_ref, g_ref)) = (run(true), run(false));
+            let case = format!("case {i} (b{batch} q{queries} k{keys} w{width} h{heads})");
+            assert_close(y, y_ref, &format!("cross-attention forward, {case}"));
+            assert_close(
+                g[0].clone(),
+                g_ref[0].clone(),
+                &format!("cross-attention grads, {case}"),
+            );
+        }
+        let q = random([2, 5, 8], 60);
+        let kv = random([2, 3, 16], 61);
+        check_finite_differences(
+            q,
+            random([2, 5, 8], 62),
+            |q| cross_attention(q, kv.clone(), 2, padding(2, 3)),
+            "cross-attention",
+        );
+    }
+
+    #[test]
     fn attention_backward_is_the_same_from_saved_or_recomputed_probabilities() {
-        let shape = cpu::AttentionShape {
-            batch: 2,
-            tokens: 150,
-            width: 16,
-            heads: 2,
-        };
+        let shape = cpu::AttentionShape::self_attention(2, 150, 16, 2);
         let qkv = values(random([2, 150, 48], 3));
         let grad = values(random([2, 150, 16], 4));
         let valid = cpu::valid_keys(
@@ -300,7 +378,8 @@ mod tests {
         let backward = |probs: Option<&[f32]>| {
             cpu::self_attention_backward(
                 cpu::AttentionSaved {
-                    qkv: &qkv,
+                    queries: &qkv,
+                    keys_values: &qkv,
                     out: &saved.out,
                     lse: &saved.lse,
                     probs,

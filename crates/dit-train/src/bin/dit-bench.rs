@@ -6,6 +6,11 @@
 //! weighted sums; the text encoder included), ×3 for a training step
 //! (forward, and backward for inputs and weights). Element-wise work is not counted.
 
+/// The allocator: keeps freed memory for the next tensor instead of handing it
+/// back to the OS (glibc's does, and every op then faults its output's pages in anew).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -62,12 +67,56 @@ pub fn forward_flops(c: &DitConfig, batch: usize, words: usize) -> f64 {
     2.0 * batch as f64 * (blocks + ends + text)
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+/// CPU time (user + system, all threads) this process has used, in seconds,
+/// from `/proc/self/stat`; `None` where that file does not exist.
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) in parentheses;
+    // utime and stime are fields 14 and 15, in clock ticks.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf only reads a system setting.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
 }
 
-fn line(config: &str, backend: Backend, what: &str, batch: usize, median_s: f64, flops: f64) {
+/// Wall-clock times of the timed repetitions and the CPU time they used.
+#[derive(Default)]
+struct Timing {
+    wall: Vec<f64>,
+    cpu: Option<f64>,
+}
+
+impl Timing {
+    /// Times one repetition of `run` and adds it when `timed`.
+    fn measure<T>(&mut self, timed: bool, run: impl FnOnce() -> Result<T>) -> Result<T> {
+        let (start, cpu_start) = (Instant::now(), process_cpu_seconds());
+        let out = run()?;
+        if timed {
+            self.wall.push(start.elapsed().as_secs_f64());
+            self.cpu = match (self.cpu.or(Some(0.0)), cpu_start, process_cpu_seconds()) {
+                (Some(total), Some(a), Some(b)) => Some(total + b - a),
+                _ => None,
+            };
+        }
+        Ok(out)
+    }
+
+    fn median(&self) -> f64 {
+        let mut xs = self.wall.clone();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    }
+
+    /// Average number of cores busy while timed (CPU time over wall-clock time).
+    fn cores_busy(&self) -> Option<f64> {
+        self.cpu.map(|cpu| cpu / self.wall.iter().sum::<f64>())
+    }
+}
+
+fn line(config: &str, backend: Backend, what: &str, batch: usize, timing: &Timing, flops: f64) {
+    let median_s = timing.median();
     let record = serde_json::json!({
         "config": config,
         "backend": backend.name(),
@@ -76,6 +125,7 @@ fn line(config: &str, backend: Backend, what: &str, batch: usize, median_s: f64,
         "median_s": median_s,
         "samples_per_s": batch as f64 / median_s,
         "gflops": flops / median_s / 1e9,
+        "cores_busy": timing.cores_busy(),
     });
     println!("{record}");
 }
@@ -86,7 +136,7 @@ fn bench_train(
     device: &Device,
     batch: usize,
     repeats: usize,
-) -> Result<f64> {
+) -> Result<Timing> {
     let train_device = device.clone().autodiff();
     let mut dit = dit_config.init(&train_device)?;
     let mut optim = optimizer(&config.dit_training);
@@ -119,27 +169,26 @@ fn bench_train(
             .collect(),
     };
     let schedule = config.diffusion.build();
-    let mut times = Vec::new();
+    let mut timing = Timing::default();
     for step in 0..repeats + 3 {
-        let start = Instant::now();
-        let mut draws = StepDraws::new(0, step, batch, cache.len(), schedule.len(), 0.1);
-        let loss = diffusion_loss(
-            &dit,
-            &schedule,
-            config.diffusion.prediction,
-            &cache,
-            &mut draws,
-            5.0,
-            &train_device,
-        );
-        let grads = GradientsParams::from_grads(loss.backward(), &dit);
-        dit = optim.step(1e-4, dit, grads);
-        let _ = dit.x_embedder.proj.weight.val().into_data(); // wait for the step to finish
-        if step >= 3 {
-            times.push(start.elapsed().as_secs_f64());
-        }
+        dit = timing.measure(step >= 3, || {
+            let mut draws = StepDraws::new(0, step, batch, cache.len(), schedule.len(), 0.1);
+            let loss = diffusion_loss(
+                &dit,
+                &schedule,
+                config.diffusion.prediction,
+                &cache,
+                &mut draws,
+                5.0,
+                &train_device,
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &dit);
+            let dit = optim.step(1e-4, dit, grads);
+            let _ = dit.x_embedder.proj.weight.val().into_data(); // wait for the step to finish
+            Ok(dit)
+        })?;
     }
-    Ok(median(times))
+    Ok(timing)
 }
 
 fn bench_sample(
@@ -148,7 +197,7 @@ fn bench_sample(
     device: &Device,
     batch: usize,
     repeats: usize,
-) -> Result<f64> {
+) -> Result<Timing> {
     let shapes = &config.data.shapes;
     let tokenizer = Tokenizer::new(&dit_data::vocabulary());
     let mut model_config = config.model.clone();
@@ -178,15 +227,13 @@ fn bench_sample(
         seed: 0,
         prompt_offset: 0,
     };
-    let mut times = Vec::new();
+    let mut timing = Timing::default();
     for i in 0..repeats.div_ceil(2) + 1 {
-        let start = Instant::now();
-        generate(model, &prompts, &options, device, |_| {})?;
-        if i >= 1 {
-            times.push(start.elapsed().as_secs_f64());
-        }
+        timing.measure(i >= 1, || {
+            Ok(generate(model, &prompts, &options, device, |_| {})?)
+        })?;
     }
-    Ok(median(times))
+    Ok(timing)
 }
 
 fn main() -> Result<()> {
@@ -217,7 +264,7 @@ fn main() -> Result<()> {
                 backend,
                 "train_step",
                 batch,
-                s,
+                &s,
                 3.0 * forward_flops(&dit_config, batch, words),
             );
         }
@@ -229,7 +276,7 @@ fn main() -> Result<()> {
                 backend,
                 "sample_clip",
                 clips,
-                s,
+                &s,
                 50.0 * forward_flops(&dit_config, guided * clips, words),
             );
         }

@@ -1,16 +1,18 @@
-//! Multi-head self-attention on the packed `qkv` projection, forward and
-//! backward, one rayon task per (sample, head).
+//! Multi-head attention, forward and backward, one rayon task per
+//! (sample, head): self-attention on the packed `qkv` projection and
+//! cross-attention from queries to packed keys and values, with an optional
+//! key-padding mask.
 //!
-//! A head's queries, keys and values are read in place from `qkv
-//! [batch, tokens, 3·width]` through strides (row stride `3·width`), so
-//! splitting heads copies nothing; the products run on `gemm` without threads
+//! A head's queries, keys and values are read in place through strides (from
+//! `qkv [batch, tokens, 3·width]` the row stride is `3·width`), so splitting
+//! heads copies nothing; the products run on `gemm` without threads
 //! of their own. Queries are taken in blocks of [`QUERY_BLOCK`] rows: a block's
 //! scores against every key (`[block, keys]`, 64 KiB at 128 keys) stay in
 //! cache, are turned into probabilities in place, and multiply the values.
 //! The backward pass either reads the probabilities saved by the forward
 //! pass or recomputes them from the saved log-sum-exp of each row
-//! ([`Probabilities`]); the first costs `batch·heads·tokens²` floats of
-//! memory, the second one more product per block.
+//! ([`Probabilities`]); the first costs `batch·heads·queries·keys` floats
+//! of memory, the second one more product per block.
 
 use rayon::prelude::*;
 
@@ -21,50 +23,142 @@ const QUERY_BLOCK: usize = 128;
 
 /// What the forward pass keeps for the backward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Probabilities {
-    /// Keep the softmax probabilities (`batch·heads·tokens²` floats).
+pub enum Probabilities {
+    /// Keep the softmax probabilities (`batch·heads·queries·keys` floats).
     Save,
     /// Keep only each row's log-sum-exp and recompute the probabilities.
     Recompute,
 }
 
-/// Sizes of one self-attention call.
+/// Sizes of one attention call.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct AttentionShape {
+pub struct AttentionShape {
     /// Samples.
-    pub(crate) batch: usize,
-    /// Tokens per sample (queries and keys).
-    pub(crate) tokens: usize,
+    pub batch: usize,
+    /// Query rows per sample.
+    pub queries: usize,
+    /// Key (and value) rows per sample.
+    pub keys: usize,
     /// Channels of q, k and v (`heads · head_dim`).
-    pub(crate) width: usize,
+    pub width: usize,
     /// Attention heads.
-    pub(crate) heads: usize,
+    pub heads: usize,
 }
 
 impl AttentionShape {
+    /// Self-attention over `tokens` tokens.
+    pub fn self_attention(batch: usize, tokens: usize, width: usize, heads: usize) -> Self {
+        Self {
+            batch,
+            queries: tokens,
+            keys: tokens,
+            width,
+            heads,
+        }
+    }
+
     fn head_dim(&self) -> usize {
         self.width / self.heads
     }
+}
 
-    /// Offset of row `token` of sample `b` in `qkv`, plus the column offset `column`.
-    fn qkv_at(&self, b: usize, token: usize, column: usize) -> usize {
-        (b * self.tokens + token) * 3 * self.width + column
+/// How q, k and v are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// Self-attention: q, k and v side by side in one `[batch, tokens, 3·width]` slice.
+    Qkv,
+    /// Cross-attention: q `[batch, queries, width]`, and k, v side by side in
+    /// `[batch, keys, 2·width]`.
+    QAndKv,
+}
+
+/// Where one matrix's rows are: row `r` of sample `b` starts at
+/// `offset + b·sample_stride + r·row_stride`.
+#[derive(Debug, Clone, Copy)]
+struct Rows {
+    offset: usize,
+    sample_stride: usize,
+    row_stride: usize,
+}
+
+impl Rows {
+    fn at(&self, b: usize, row: usize) -> usize {
+        self.offset + b * self.sample_stride + row * self.row_stride
     }
+}
 
-    /// Offset of row `token` of sample `b` in `out`, plus `column`.
-    fn out_at(&self, b: usize, token: usize, column: usize) -> usize {
-        (b * self.tokens + token) * self.width + column
+/// The rows of q, k, v (before the head's column offset) and of the output.
+fn layout(packing: Packing, shape: &AttentionShape) -> [Rows; 4] {
+    let AttentionShape {
+        queries,
+        keys,
+        width: w,
+        ..
+    } = *shape;
+    let rows = |offset, sample_stride, row_stride| Rows {
+        offset,
+        sample_stride,
+        row_stride,
+    };
+    let out = rows(0, queries * w, w);
+    match packing {
+        Packing::Qkv => [
+            rows(0, queries * 3 * w, 3 * w),
+            rows(w, keys * 3 * w, 3 * w),
+            rows(2 * w, keys * 3 * w, 3 * w),
+            out,
+        ],
+        Packing::QAndKv => [
+            rows(0, queries * w, w),
+            rows(0, keys * 2 * w, 2 * w),
+            rows(w, keys * 2 * w, 2 * w),
+            out,
+        ],
+    }
+}
+
+/// Checks the slice sizes against the shape.
+fn check_sizes(
+    packing: Packing,
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &[f32],
+    valid: Option<&[f32]>,
+) {
+    let AttentionShape {
+        batch,
+        queries,
+        keys,
+        width,
+        heads,
+    } = *shape;
+    assert!(
+        heads > 0 && width % heads == 0,
+        "attention: heads must divide the width"
+    );
+    match packing {
+        Packing::Qkv => {
+            assert_eq!(queries, keys, "self-attention: queries and keys differ");
+            assert_eq!(q.len(), batch * queries * 3 * width, "attention: qkv size");
+        }
+        Packing::QAndKv => {
+            assert_eq!(q.len(), batch * queries * width, "attention: q size");
+            assert_eq!(kv.len(), batch * keys * 2 * width, "attention: kv size");
+        }
+    }
+    if let Some(valid) = valid {
+        assert_eq!(valid.len(), batch * keys, "attention: key mask size");
     }
 }
 
 /// The forward pass's results.
-pub(crate) struct Attended {
-    /// `[batch, tokens, width]`, heads side by side.
-    pub(crate) out: Vec<f32>,
-    /// Log-sum-exp of each row of scaled scores, `[batch, heads, tokens]`.
-    pub(crate) lse: Vec<f32>,
-    /// Softmax probabilities `[batch, heads, tokens, tokens]`, when saved.
-    pub(crate) probs: Option<Vec<f32>>,
+pub struct Attended {
+    /// `[batch, queries, width]`, heads side by side.
+    pub out: Vec<f32>,
+    /// Log-sum-exp of each row of scaled scores, `[batch, heads, queries]`.
+    pub lse: Vec<f32>,
+    /// Softmax probabilities `[batch, heads, queries, keys]`, when saved.
+    pub probs: Option<Vec<f32>>,
 }
 
 /// A raw pointer that rayon tasks may share because each writes its own elements.
@@ -217,7 +311,7 @@ multiversion! {
 }
 
 /// 1.0 for each key that takes part, 0.0 for padding, per sample.
-pub(crate) fn valid_keys(padding: &[bool]) -> Vec<f32> {
+pub fn valid_keys(padding: &[bool]) -> Vec<f32> {
     padding
         .iter()
         .map(|&pad| if pad { 0.0 } else { 1.0 })
@@ -230,79 +324,103 @@ pub(crate) fn valid_keys(padding: &[bool]) -> Vec<f32> {
 /// - qkv: `[batch, tokens, 3·width]` (queries, keys, values side by side)
 /// - valid: `[batch, tokens]`, 1.0 for keys that take part, 0.0 for padding
 /// - out: `[batch, tokens, width]`
-pub(crate) fn self_attention(
+pub fn self_attention(
     qkv: &[f32],
     shape: AttentionShape,
     valid: Option<&[f32]>,
     keep: Probabilities,
 ) -> Attended {
+    attention(Packing::Qkv, qkv, qkv, shape, valid, keep)
+}
+
+/// `softmax(q·kᵀ/√d)·v` for every head, from queries and packed keys and values.
+///
+/// # Shapes
+/// - q: `[batch, queries, width]`, kv: `[batch, keys, 2·width]` (keys, values side by side)
+/// - valid: `[batch, keys]`, 1.0 for keys that take part, 0.0 for padding
+/// - out: `[batch, queries, width]`
+pub fn cross_attention(
+    q: &[f32],
+    kv: &[f32],
+    shape: AttentionShape,
+    valid: Option<&[f32]>,
+    keep: Probabilities,
+) -> Attended {
+    attention(Packing::QAndKv, q, kv, shape, valid, keep)
+}
+
+/// The forward pass for either packing; `q_src` holds the queries, `kv_src`
+/// the keys and values (the same slice for [`Packing::Qkv`]).
+fn attention(
+    packing: Packing,
+    q_src: &[f32],
+    kv_src: &[f32],
+    shape: AttentionShape,
+    valid: Option<&[f32]>,
+    keep: Probabilities,
+) -> Attended {
+    check_sizes(packing, &shape, q_src, kv_src, valid);
     let AttentionShape {
         batch,
-        tokens,
+        queries,
+        keys,
         width,
         heads,
     } = shape;
     let d = shape.head_dim();
-    assert!(
-        heads > 0 && width % heads == 0,
-        "attention: heads must divide the width"
-    );
-    assert_eq!(qkv.len(), batch * tokens * 3 * width, "attention: qkv size");
-    if let Some(valid) = valid {
-        assert_eq!(valid.len(), batch * tokens, "attention: key mask size");
-    }
+    let [q_rows, k_rows, v_rows, out_rows] = layout(packing, &shape);
     let scale = 1.0 / (d as f32).sqrt();
-    let mut out = vec![0.0f32; batch * tokens * width];
-    let mut lse = vec![0.0f32; batch * heads * tokens];
+    let mut out = vec![0.0f32; batch * queries * width];
+    let mut lse = vec![0.0f32; batch * heads * queries];
     let mut probs =
-        (keep == Probabilities::Save).then(|| vec![0.0f32; batch * heads * tokens * tokens]);
+        (keep == Probabilities::Save).then(|| vec![0.0f32; batch * heads * queries * keys]);
     let out_ptr = Disjoint(out.as_mut_ptr());
     let lse_ptr = Disjoint(lse.as_mut_ptr());
     let probs_ptr = probs.as_mut().map(|p| Disjoint(p.as_mut_ptr()));
-    let block = QUERY_BLOCK.min(tokens);
+    let block = QUERY_BLOCK.min(queries);
 
     (0..batch * heads).into_par_iter().for_each(|task| {
         let (b, h) = (task / heads, task % heads);
-        let valid = valid.map(|v| &v[b * tokens..(b + 1) * tokens]);
+        let valid = valid.map(|v| &v[b * keys..(b + 1) * keys]);
         let mut scratch = if probs_ptr.is_none() {
-            vec![0.0f32; block * tokens]
+            vec![0.0f32; block * keys]
         } else {
             Vec::new()
         };
-        for q0 in (0..tokens).step_by(block) {
-            let rows = block.min(tokens - q0);
+        for q0 in (0..queries).step_by(block) {
+            let rows = block.min(queries - q0);
             // SAFETY: task (b, h) alone writes rows [q0, q0 + rows) of its
             // probability plane and log-sum-exp row, and head h's columns of
-            // sample b's output rows; all offsets are in bounds by the size checks.
+            // sample b's output rows; all offsets are in bounds by `check_sizes`.
             unsafe {
                 let scores: &mut [f32] = match probs_ptr {
                     Some(p) => std::slice::from_raw_parts_mut(
-                        p.get().add((task * tokens + q0) * tokens),
-                        rows * tokens,
+                        p.get().add((task * queries + q0) * keys),
+                        rows * keys,
                     ),
-                    None => &mut scratch[..rows * tokens],
+                    None => &mut scratch[..rows * keys],
                 };
-                let q = qkv.as_ptr().add(shape.qkv_at(b, q0, h * d));
-                let k = qkv.as_ptr().add(shape.qkv_at(b, 0, width + h * d));
-                let v = qkv.as_ptr().add(shape.qkv_at(b, 0, 2 * width + h * d));
+                let q = q_src.as_ptr().add(q_rows.at(b, q0) + h * d);
+                let k = kv_src.as_ptr().add(k_rows.at(b, 0) + h * d);
+                let v = kv_src.as_ptr().add(v_rows.at(b, 0) + h * d);
                 // scores = q·kᵀ/√d: kᵀ is k read with its strides swapped.
                 matmul(
-                    [rows, tokens, d],
-                    (scores.as_mut_ptr(), tokens, 1),
+                    [rows, keys, d],
+                    (scores.as_mut_ptr(), keys, 1),
                     false,
-                    (q, 3 * width, 1),
-                    (k, 1, 3 * width),
+                    (q, q_rows.row_stride, 1),
+                    (k, 1, k_rows.row_stride),
                     scale,
                 );
                 let lse_rows =
-                    std::slice::from_raw_parts_mut(lse_ptr.get().add(task * tokens + q0), rows);
+                    std::slice::from_raw_parts_mut(lse_ptr.get().add(task * queries + q0), rows);
                 softmax_rows(scores, valid, lse_rows);
                 matmul(
-                    [rows, d, tokens],
-                    (out_ptr.get().add(shape.out_at(b, q0, h * d)), width, 1),
+                    [rows, d, keys],
+                    (out_ptr.get().add(out_rows.at(b, q0) + h * d), width, 1),
                     false,
-                    (scores.as_ptr(), tokens, 1),
-                    (v, 3 * width, 1),
+                    (scores.as_ptr(), keys, 1),
+                    (v, v_rows.row_stride, 1),
                     1.0,
                 );
             }
@@ -311,82 +429,136 @@ pub(crate) fn self_attention(
     Attended { out, lse, probs }
 }
 
-/// The saved results of [`self_attention`] that its backward pass reads.
-pub(crate) struct AttentionSaved<'a> {
-    /// The packed projection the forward pass read.
-    pub(crate) qkv: &'a [f32],
+/// The saved results of a forward pass that its backward pass reads.
+pub struct AttentionSaved<'a> {
+    /// The slice the forward pass read the queries from (`qkv` for self-attention).
+    pub queries: &'a [f32],
+    /// The slice it read keys and values from (`qkv` again for self-attention).
+    pub keys_values: &'a [f32],
     /// Its output.
-    pub(crate) out: &'a [f32],
+    pub out: &'a [f32],
     /// Its log-sum-exp per row.
-    pub(crate) lse: &'a [f32],
+    pub lse: &'a [f32],
     /// Its probabilities, when saved.
-    pub(crate) probs: Option<&'a [f32]>,
+    pub probs: Option<&'a [f32]>,
     /// The key mask it used.
-    pub(crate) valid: Option<&'a [f32]>,
+    pub valid: Option<&'a [f32]>,
 }
 
 /// The gradient of [`self_attention`] with respect to `qkv`, for the output
 /// gradient `grad` (`[batch, tokens, width]`).
-///
-/// With `P` the probabilities, `O` the output and `G` its gradient:
-/// `dV = Pᵀ·G`, `dS = P ⊙ (G·Vᵀ − rowsum(G ⊙ O))`, `dQ = dS·K/√d`,
-/// `dK = dSᵀ·Q/√d`, each written into its place of the packed gradient.
-pub(crate) fn self_attention_backward(
+pub fn self_attention_backward(
     saved: AttentionSaved<'_>,
     grad: &[f32],
     shape: AttentionShape,
 ) -> Vec<f32> {
+    let mut dqkv = vec![0.0f32; saved.queries.len()];
+    let ptr = Disjoint(dqkv.as_mut_ptr());
+    attention_backward(Packing::Qkv, saved, grad, shape, ptr, ptr);
+    dqkv
+}
+
+/// The gradients of [`cross_attention`] with respect to `q` and `kv`, for the
+/// output gradient `grad` (`[batch, queries, width]`).
+pub fn cross_attention_backward(
+    saved: AttentionSaved<'_>,
+    grad: &[f32],
+    shape: AttentionShape,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut dq = vec![0.0f32; saved.queries.len()];
+    let mut dkv = vec![0.0f32; saved.keys_values.len()];
+    let (dq_ptr, dkv_ptr) = (Disjoint(dq.as_mut_ptr()), Disjoint(dkv.as_mut_ptr()));
+    attention_backward(Packing::QAndKv, saved, grad, shape, dq_ptr, dkv_ptr);
+    (dq, dkv)
+}
+
+/// The backward pass for either packing, writing the query gradient through
+/// `dq_ptr` and the key and value gradients through `dkv_ptr` (laid out as the
+/// forward pass's inputs; the same buffer for [`Packing::Qkv`]).
+///
+/// With `P` the probabilities, `O` the output and `G` its gradient:
+/// `dV = Pᵀ·G`, `dS = P ⊙ (G·Vᵀ − rowsum(G ⊙ O))`, `dQ = dS·K/√d`,
+/// `dK = dSᵀ·Q/√d`.
+fn attention_backward(
+    packing: Packing,
+    saved: AttentionSaved<'_>,
+    grad: &[f32],
+    shape: AttentionShape,
+    dq_ptr: Disjoint,
+    dkv_ptr: Disjoint,
+) {
+    check_sizes(
+        packing,
+        &shape,
+        saved.queries,
+        saved.keys_values,
+        saved.valid,
+    );
     let AttentionShape {
         batch,
-        tokens,
+        queries,
+        keys,
         width,
         heads,
     } = shape;
     let d = shape.head_dim();
     assert_eq!(
         grad.len(),
-        batch * tokens * width,
+        batch * queries * width,
         "attention backward: grad size"
     );
+    assert_eq!(
+        saved.out.len(),
+        grad.len(),
+        "attention backward: output size"
+    );
+    assert_eq!(
+        saved.lse.len(),
+        batch * heads * queries,
+        "attention backward: lse size"
+    );
+    if let Some(p) = saved.probs {
+        assert_eq!(
+            p.len(),
+            batch * heads * queries * keys,
+            "attention backward: probs size"
+        );
+    }
+    let [q_rows, k_rows, v_rows, out_rows] = layout(packing, &shape);
     let scale = 1.0 / (d as f32).sqrt();
-    let mut dqkv = vec![0.0f32; saved.qkv.len()];
-    let dqkv_ptr = Disjoint(dqkv.as_mut_ptr());
-    let block = QUERY_BLOCK.min(tokens);
+    let block = QUERY_BLOCK.min(queries);
 
     (0..batch * heads).into_par_iter().for_each(|task| {
         let (b, h) = (task / heads, task % heads);
-        let valid = saved.valid.map(|v| &v[b * tokens..(b + 1) * tokens]);
+        let valid = saved.valid.map(|v| &v[b * keys..(b + 1) * keys]);
         let mut recomputed = if saved.probs.is_none() {
-            vec![0.0f32; block * tokens]
+            vec![0.0f32; block * keys]
         } else {
             Vec::new()
         };
-        let mut dscores = vec![0.0f32; block * tokens];
+        let mut dscores = vec![0.0f32; block * keys];
         let mut row_dots = vec![0.0f32; block];
-        for q0 in (0..tokens).step_by(block) {
-            let rows = block.min(tokens - q0);
-            let plane = (task * tokens + q0) * tokens;
-            // SAFETY: reads are within the saved buffers (sizes checked by the
-            // forward pass); task (b, h) alone writes head h's q, k and v
-            // columns of sample b's rows of `dqkv`.
+        for q0 in (0..queries).step_by(block) {
+            let rows = block.min(queries - q0);
+            let plane = (task * queries + q0) * keys;
+            // SAFETY: reads are within the saved buffers (sizes checked above);
+            // task (b, h) alone writes head h's columns of sample b's rows of
+            // the gradients.
             unsafe {
-                let q = saved.qkv.as_ptr().add(shape.qkv_at(b, q0, h * d));
-                let k = saved.qkv.as_ptr().add(shape.qkv_at(b, 0, width + h * d));
-                let v = saved
-                    .qkv
-                    .as_ptr()
-                    .add(shape.qkv_at(b, 0, 2 * width + h * d));
-                let lse = &saved.lse[task * tokens + q0..task * tokens + q0 + rows];
+                let q = saved.queries.as_ptr().add(q_rows.at(b, q0) + h * d);
+                let k = saved.keys_values.as_ptr().add(k_rows.at(b, 0) + h * d);
+                let v = saved.keys_values.as_ptr().add(v_rows.at(b, 0) + h * d);
+                let lse = &saved.lse[task * queries + q0..task * queries + q0 + rows];
                 let probs: &[f32] = match saved.probs {
-                    Some(p) => &p[plane..plane + rows * tokens],
+                    Some(p) => &p[plane..plane + rows * keys],
                     None => {
-                        let scores = &mut recomputed[..rows * tokens];
+                        let scores = &mut recomputed[..rows * keys];
                         matmul(
-                            [rows, tokens, d],
-                            (scores.as_mut_ptr(), tokens, 1),
+                            [rows, keys, d],
+                            (scores.as_mut_ptr(), keys, 1),
                             false,
-                            (q, 3 * width, 1),
-                            (k, 1, 3 * width),
+                            (q, q_rows.row_stride, 1),
+                            (k, 1, k_rows.row_stride),
                             scale,
                         );
                         probabilities_from_lse(scores, valid, lse);
@@ -395,58 +567,61 @@ pub(crate) fn self_attention_backward(
                 };
                 // D = rowsum(G ⊙ O) over this head's columns.
                 for (i, dot_i) in row_dots[..rows].iter_mut().enumerate() {
-                    let at = shape.out_at(b, q0 + i, h * d);
+                    let at = out_rows.at(b, q0 + i) + h * d;
                     *dot_i = dot(&grad[at..at + d], &saved.out[at..at + d]);
                 }
-                let g = grad.as_ptr().add(shape.out_at(b, q0, h * d));
+                let g = grad.as_ptr().add(out_rows.at(b, q0) + h * d);
                 // dV (+)= Pᵀ·G
                 matmul(
-                    [tokens, d, rows],
+                    [keys, d, rows],
                     (
-                        dqkv_ptr.get().add(shape.qkv_at(b, 0, 2 * width + h * d)),
-                        3 * width,
+                        dkv_ptr.get().add(v_rows.at(b, 0) + h * d),
+                        v_rows.row_stride,
                         1,
                     ),
                     q0 > 0,
-                    (probs.as_ptr(), 1, tokens),
+                    (probs.as_ptr(), 1, keys),
                     (g, width, 1),
                     1.0,
                 );
                 // dP = G·Vᵀ, then dS = P ⊙ (dP − D)
-                let ds = &mut dscores[..rows * tokens];
+                let ds = &mut dscores[..rows * keys];
                 matmul(
-                    [rows, tokens, d],
-                    (ds.as_mut_ptr(), tokens, 1),
+                    [rows, keys, d],
+                    (ds.as_mut_ptr(), keys, 1),
                     false,
                     (g, width, 1),
-                    (v, 1, 3 * width),
+                    (v, 1, v_rows.row_stride),
                     1.0,
                 );
                 softmax_backward_rows(probs, ds, &row_dots[..rows]);
                 // dQ = dS·K/√d
                 matmul(
-                    [rows, d, tokens],
-                    (dqkv_ptr.get().add(shape.qkv_at(b, q0, h * d)), 3 * width, 1),
+                    [rows, d, keys],
+                    (
+                        dq_ptr.get().add(q_rows.at(b, q0) + h * d),
+                        q_rows.row_stride,
+                        1,
+                    ),
                     false,
-                    (ds.as_ptr(), tokens, 1),
-                    (k, 3 * width, 1),
+                    (ds.as_ptr(), keys, 1),
+                    (k, k_rows.row_stride, 1),
                     scale,
                 );
                 // dK (+)= dSᵀ·Q/√d
                 matmul(
-                    [tokens, d, rows],
+                    [keys, d, rows],
                     (
-                        dqkv_ptr.get().add(shape.qkv_at(b, 0, width + h * d)),
-                        3 * width,
+                        dkv_ptr.get().add(k_rows.at(b, 0) + h * d),
+                        k_rows.row_stride,
                         1,
                     ),
                     q0 > 0,
-                    (ds.as_ptr(), 1, tokens),
-                    (q, 3 * width, 1),
+                    (ds.as_ptr(), 1, keys),
+                    (q, q_rows.row_stride, 1),
                     scale,
                 );
             }
         }
     });
-    dqkv
 }

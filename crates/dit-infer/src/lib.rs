@@ -4,6 +4,7 @@
 //! - [`pipeline`]: prompt → tokens → denoised latent → decoded frames;
 //! - [`eval`]: prompt fidelity over all Moving Shapes compositions, judged from pixels.
 
+pub mod allocator;
 pub mod eval;
 pub mod pipeline;
 pub mod sampler;

@@ -1,9 +1,8 @@
 //! `dit-infer`: generate videos from prompts with a trained DiT.
 
-/// The allocator: keeps freed memory for the next tensor instead of handing it
-/// back to the OS (glibc's does, and every op then faults its output's pages in anew).
+/// mimalloc, keeping freed memory for reuse (see `dit_infer::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: dit_infer::allocator::Allocator = dit_infer::allocator::Allocator {};
 
 use std::fs;
 use std::io::IsTerminal;
@@ -344,6 +343,7 @@ fn progress_bar(template: &str) -> ProgressBar {
 }
 
 fn main() -> ExitCode {
+    dit_infer::allocator::keep_freed_memory();
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

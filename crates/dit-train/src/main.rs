@@ -1,10 +1,9 @@
 //! `dit-train`: trains the visual autoencoder (stage 1), then the DiT on its
 //! frozen latents (stage 2), into a run folder that `dit-infer` loads.
 
-/// The allocator: keeps freed memory for the next tensor instead of handing it
-/// back to the OS (glibc's does, and every op then faults its output's pages in anew).
+/// mimalloc, keeping freed memory for reuse (see `dit_infer::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: dit_infer::allocator::Allocator = dit_infer::allocator::Allocator {};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -207,6 +206,7 @@ fn check_memory(config: &ExperimentConfig, max_gib: Option<f64>) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    dit_infer::allocator::keep_freed_memory();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -217,6 +217,47 @@ unsafe fn matmul(
     }
 }
 
+/// `scores = q·kᵀ·scale` for the `scores.len() / keys` query rows at `q` and
+/// the `keys` key rows at `k` (each a pointer and a row stride), `d` columns
+/// each: `kᵀ` is `k` read with its strides swapped.
+///
+/// # Safety
+/// The rows addressed must be in bounds.
+unsafe fn scaled_scores(
+    scores: &mut [f32],
+    keys: usize,
+    d: usize,
+    q: (*const f32, usize),
+    k: (*const f32, usize),
+    scale: f32,
+) {
+    let rows = scores.len() / keys;
+    // SAFETY: forwarded to the caller; `scores` holds `rows·keys` elements.
+    unsafe {
+        matmul(
+            [rows, keys, d],
+            (scores.as_mut_ptr(), keys, 1),
+            false,
+            (q.0, q.1, 1),
+            (k.0, 1, k.1),
+            scale,
+        );
+    }
+}
+
+/// `row[j] = e^(row[j] − shift)`, and 0 where `valid[j]` is 0.
+#[inline(always)]
+fn exp_shifted(row: &mut [f32], shift: f32, valid: Option<&[f32]>) {
+    for s in row.iter_mut() {
+        *s = super::exp(*s - shift);
+    }
+    if let Some(valid) = valid {
+        for (p, &v) in row.iter_mut().zip(valid) {
+            *p *= v;
+        }
+    }
+}
+
 /// Turns each row of scaled scores into probabilities in place and returns
 /// the rows' log-sum-exp. Keys whose `valid` entry is 0 get probability 0; a
 /// row with no valid key becomes all zeros (log-sum-exp −∞).
@@ -246,14 +287,7 @@ fn softmax_rows_body(scores: &mut [f32], valid: Option<&[f32]>, lse: &mut [f32])
             *lse = f32::NEG_INFINITY;
             continue;
         }
-        for s in row.iter_mut() {
-            *s = super::exp(*s - max);
-        }
-        if let Some(valid) = valid {
-            for (p, &v) in row.iter_mut().zip(valid) {
-                *p *= v;
-            }
-        }
+        exp_shifted(row, max, valid);
         let total = super::sum(row);
         let inverse = 1.0 / total;
         for p in row.iter_mut() {
@@ -276,14 +310,7 @@ fn probabilities_from_lse_body(scores: &mut [f32], valid: Option<&[f32]>, lse: &
             row.fill(0.0);
             continue;
         }
-        for s in row.iter_mut() {
-            *s = super::exp(*s - lse);
-        }
-        if let Some(valid) = valid {
-            for (p, &v) in row.iter_mut().zip(valid) {
-                *p *= v;
-            }
-        }
+        exp_shifted(row, lse, valid);
     }
 }
 
@@ -403,13 +430,12 @@ fn attention(
                 let q = q_src.as_ptr().add(q_rows.at(b, q0) + h * d);
                 let k = kv_src.as_ptr().add(k_rows.at(b, 0) + h * d);
                 let v = kv_src.as_ptr().add(v_rows.at(b, 0) + h * d);
-                // scores = q·kᵀ/√d: kᵀ is k read with its strides swapped.
-                matmul(
-                    [rows, keys, d],
-                    (scores.as_mut_ptr(), keys, 1),
-                    false,
-                    (q, q_rows.row_stride, 1),
-                    (k, 1, k_rows.row_stride),
+                scaled_scores(
+                    scores,
+                    keys,
+                    d,
+                    (q, q_rows.row_stride),
+                    (k, k_rows.row_stride),
                     scale,
                 );
                 let lse_rows =
@@ -553,14 +579,8 @@ fn attention_backward(
                     Some(p) => &p[plane..plane + rows * keys],
                     None => {
                         let scores = &mut recomputed[..rows * keys];
-                        matmul(
-                            [rows, keys, d],
-                            (scores.as_mut_ptr(), keys, 1),
-                            false,
-                            (q, q_rows.row_stride, 1),
-                            (k, 1, k_rows.row_stride),
-                            scale,
-                        );
+                        let (q, k) = ((q, q_rows.row_stride), (k, k_rows.row_stride));
+                        scaled_scores(scores, keys, d, q, k, scale);
                         probabilities_from_lse(scores, valid, lse);
                         scores
                     }

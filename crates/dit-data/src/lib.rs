@@ -29,4 +29,7 @@ pub use folder::ClipFolder;
 pub use judge::{JudgeMatch, Judgement, judge_clip};
 pub use moving_shapes::{CaptionMode, MovingShapes, MovingShapesConfig, Split, VideoItem};
 pub use render::{Clip, ClipParams, render_clip};
-pub use shapes::{Colour, Composition, Direction, HELD_OUT, MAX_CAPTION_WORDS, Shape, vocabulary};
+pub use shapes::{
+    Colour, Composition, Direction, HELD_OUT, MAX_CAPTION_WORDS, Phrasing, Shape, TEMPLATES,
+    vocabulary,
+};

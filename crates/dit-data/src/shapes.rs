@@ -167,6 +167,77 @@ const VERBS_S: [&str; 5] = ["moves", "goes", "slides", "drifts", "heads"];
 /// Function words of the paraphrase templates.
 const FUNCTION_WORDS: [&str; 7] = ["a", "the", "is", "and", "that", "in", "colour"];
 
+/// The sentence templates of captions, in the order [`Phrasing::template`] counts them;
+/// the first, with the first word of each part, is the canonical caption.
+pub const TEMPLATES: [&str; 6] = [
+    "a {colour} {shape} {verb-ing} {direction}",
+    "the {shape} is {colour} and {verb-s} {direction}",
+    "a {colour} {shape} that {verb-s} {direction}",
+    "the {colour} {shape} {verb-s} {direction}",
+    "a {shape} in {colour} {verb-ing} {direction}",
+    "a {shape} {verb-ing} {direction} and the colour is {colour}",
+];
+
+/// `options[index % options.len()]`.
+fn pick(options: &[&'static str], index: usize) -> &'static str {
+    options[index % options.len()]
+}
+
+/// How a caption words its composition: a sentence template and the word chosen for
+/// the shape, the verb and the direction (indices into [`TEMPLATES`], [`Shape::words`],
+/// the verbs and [`Direction::phrases`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Phrasing {
+    /// Index into [`TEMPLATES`].
+    pub template: usize,
+    /// Index into the shape's [`Shape::words`].
+    pub shape_word: usize,
+    /// Index into the verbs (`moving`, `going`, `sliding`, `drifting`, `heading`).
+    pub verb: usize,
+    /// Index into the direction's [`Direction::phrases`].
+    pub direction_phrase: usize,
+}
+
+impl Phrasing {
+    /// The canonical caption's phrasing: `a {colour} {shape} moving {direction}`.
+    pub const CANONICAL: Phrasing = Phrasing {
+        template: 0,
+        shape_word: 0,
+        verb: 0,
+        direction_phrase: 0,
+    };
+
+    /// A phrasing drawn uniformly for `composition`: the shape word, the verb, the
+    /// direction phrase, then the template (the order the training captions draw them).
+    pub fn random<R: Rng + ?Sized>(composition: Composition, rng: &mut R) -> Phrasing {
+        let mut draw = |n: usize| rng.random_range(0..n as u32) as usize;
+        let shape_word = draw(composition.shape.words().len());
+        let verb = draw(VERBS_ING.len());
+        let direction_phrase = draw(composition.direction.phrases().len());
+        let template = draw(TEMPLATES.len());
+        Phrasing {
+            template,
+            shape_word,
+            verb,
+            direction_phrase,
+        }
+    }
+
+    /// The `k`-th of the evaluation's designed paraphrases of the composition with
+    /// index `i` ([`Composition::index`]): over `k = 0, 1, 2` one composition gets three
+    /// different templates, verbs, nouns (where its shape has three) and direction
+    /// phrases, and over all 72 compositions every template, verb, noun and direction
+    /// phrase of the spec appears about equally often.
+    pub fn designed(i: usize, k: usize) -> Phrasing {
+        Phrasing {
+            template: i + 2 * k,
+            shape_word: k + i / 24,
+            verb: i + k,
+            direction_phrase: k + i / 4,
+        }
+    }
+}
+
 /// One of the 72 (colour, shape, direction) combinations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Composition {
@@ -256,17 +327,20 @@ impl Composition {
     }
 
     /// A random paraphrase: shape synonym, verb, direction phrase and sentence order drawn
-    /// uniformly; every word is in [`vocabulary`].
+    /// uniformly ([`Phrasing::random`]); every word is in [`vocabulary`].
     pub fn paraphrase<R: Rng + ?Sized>(&self, rng: &mut R) -> String {
-        let pick = |rng: &mut R, options: &[&'static str]| {
-            options[rng.random_range(0..options.len() as u32) as usize]
-        };
+        self.caption(Phrasing::random(*self, rng))
+    }
+
+    /// The caption of this composition in the given phrasing (indices taken modulo the
+    /// number of choices, so any phrasing words any composition).
+    pub fn caption(&self, phrasing: Phrasing) -> String {
         let colour = self.colour.name();
-        let shape = pick(rng, self.shape.words());
-        let verb = rng.random_range(0..VERBS_ING.len() as u32) as usize;
+        let shape = pick(self.shape.words(), phrasing.shape_word);
+        let verb = phrasing.verb % VERBS_ING.len();
         let (ing, third) = (VERBS_ING[verb], VERBS_S[verb]);
-        let dir = pick(rng, self.direction.phrases());
-        match rng.random_range(0..6u32) {
+        let dir = pick(self.direction.phrases(), phrasing.direction_phrase);
+        match phrasing.template % TEMPLATES.len() {
             0 => format!("a {colour} {shape} {ing} {dir}"),
             1 => format!("the {shape} is {colour} and {third} {dir}"),
             2 => format!("a {colour} {shape} that {third} {dir}"),
@@ -274,6 +348,26 @@ impl Composition {
             4 => format!("a {shape} in {colour} {ing} {dir}"),
             _ => format!("a {shape} {ing} {dir} and the colour is {colour}"),
         }
+    }
+
+    /// The phrasing groups a caption of this composition in `phrasing` belongs to, for
+    /// per-group accuracies: its template, its noun, its verb and its direction phrase,
+    /// e.g. `["template: the {shape} is {colour} and {verb-s} {direction}", "noun: box",
+    /// "verb: sliding", "direction: to the left"]`.
+    pub fn phrasing_groups(&self, phrasing: Phrasing) -> [String; 4] {
+        let verb = phrasing.verb % VERBS_ING.len();
+        [
+            format!(
+                "template: {}",
+                TEMPLATES[phrasing.template % TEMPLATES.len()]
+            ),
+            format!("noun: {}", pick(self.shape.words(), phrasing.shape_word)),
+            format!("verb: {}", VERBS_ING[verb]),
+            format!(
+                "direction: {}",
+                pick(self.direction.phrases(), phrasing.direction_phrase)
+            ),
+        ]
     }
 
     /// Reads the composition a caption asks for from its colour, shape and direction words
@@ -382,6 +476,7 @@ mod tests {
     fn canonical_caption_form() {
         let c = Composition::new(Colour::Red, Shape::Circle, Direction::Right);
         assert_eq!(c.canonical_caption(), "a red circle moving right");
+        assert_eq!(c.caption(Phrasing::CANONICAL), c.canonical_caption());
     }
 
     #[test]
@@ -454,5 +549,51 @@ mod tests {
         assert_eq!(set.len(), v.len());
         assert_eq!(&v[..3], &["a", "the", "is"]);
         assert!(v.contains(&"towards") && v.contains(&"bottom") && v.contains(&"drifts"));
+    }
+
+    #[test]
+    fn designed_phrasings_cover_every_group_evenly() {
+        use std::collections::BTreeMap;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for c in Composition::all() {
+            let phrasings: Vec<Phrasing> =
+                (0..3).map(|k| Phrasing::designed(c.index(), k)).collect();
+            let groups: Vec<[String; 4]> =
+                phrasings.iter().map(|&p| c.phrasing_groups(p)).collect();
+            for part in 0..4 {
+                // A composition's three paraphrases differ in template and verb, and in
+                // noun and direction phrase wherever there is more than one.
+                let distinct: std::collections::BTreeSet<&String> =
+                    groups.iter().map(|g| &g[part]).collect();
+                let choices = [6, c.shape.words().len(), 5, 3][part];
+                assert_eq!(
+                    distinct.len(),
+                    choices.min(3),
+                    "{c:?} part {part}: {groups:?}"
+                );
+            }
+            for (p, g) in phrasings.iter().zip(&groups) {
+                let caption = c.caption(*p);
+                assert_eq!(Composition::parse_caption(&caption), Some(c), "{caption}");
+                for label in g {
+                    *counts.entry(label.clone()).or_default() += 1;
+                }
+            }
+        }
+        // 6 templates, 7 nouns, 5 verbs, 12 direction phrases.
+        assert_eq!(counts.len(), 6 + 7 + 5 + 12, "{counts:?}");
+        for (label, &n) in &counts {
+            let expected = match label.split(':').next().unwrap() {
+                "template" => 216 / 6,
+                "verb" => 216 / 5,
+                "direction" => 216 / 12,
+                _ if label == "noun: triangle" => 72,
+                _ => 72 / 3,
+            };
+            assert!(
+                n.abs_diff(expected) <= expected / 4 + 1,
+                "{label}: {n} captions, expected ≈ {expected}"
+            );
+        }
     }
 }

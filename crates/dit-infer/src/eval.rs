@@ -1,6 +1,8 @@
-//! Prompt fidelity: generate clips for every Moving Shapes composition and
-//! judge them from their pixels alone (`dit_data::judge`), separately for the
-//! 66 training compositions and the 6 held-out ones.
+//! Prompt fidelity: generate clips for every Moving Shapes composition, in the
+//! canonical caption and three designed paraphrases each, and judge them from
+//! their pixels alone (`dit_data::judge`), separately for the 66 training
+//! compositions and the 6 held-out ones, and per phrasing group (template,
+//! noun, verb, direction phrase).
 
 use std::path::Path;
 
@@ -8,12 +10,11 @@ use anyhow::Result;
 use burn::tensor::{Device, Tensor, TensorData};
 use dit_data::figure::ContactSheet;
 use dit_data::{
-    CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
-    judge_clip, psnr, video_to_clips,
+    CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, Phrasing,
+    clip_to_tensor_data, judge_clip, psnr, video_to_clips,
 };
 use dit_model::TrainedModel;
 use dit_model::run::write_atomic;
-use dit_model::seed::{Stream, rng_for};
 use serde::Serialize;
 
 use crate::pipeline::{GenerateOptions, generate};
@@ -35,6 +36,9 @@ pub struct Verdict {
     pub direction: bool,
     /// Whether the composition is held out of training.
     pub held_out: bool,
+    /// The prompt's phrasing groups: template, noun, verb, direction phrase
+    /// ([`Composition::phrasing_groups`]).
+    pub groups: [String; 4],
     /// Area variation of the object across frames.
     pub area_variation: f32,
     /// Seed of the clip.
@@ -75,6 +79,40 @@ impl Scores {
     }
 }
 
+/// Accuracies of the clips whose prompts share one phrasing group.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GroupScores {
+    /// The group, e.g. `noun: box` or `template: a {shape} in {colour} {verb-ing} {direction}`.
+    pub group: String,
+    /// Its clips' accuracies.
+    pub scores: Scores,
+    /// Prompts of its failed clips (colour, shape or direction wrong), with their seeds.
+    pub failures: Vec<String>,
+}
+
+/// Scores per phrasing group, in group order (templates, nouns, verbs, directions,
+/// each alphabetically).
+pub fn group_scores(verdicts: &[Verdict]) -> Vec<GroupScores> {
+    let mut groups: std::collections::BTreeMap<(usize, &str), Vec<&Verdict>> = Default::default();
+    for v in verdicts {
+        for (part, group) in v.groups.iter().enumerate() {
+            groups.entry((part, group.as_str())).or_default().push(v);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((_, group), members)| GroupScores {
+            group: group.to_string(),
+            scores: Scores::of(members.iter().copied()),
+            failures: members
+                .iter()
+                .filter(|v| !(v.colour && v.shape && v.direction))
+                .map(|v| format!("{} (seed {})", v.prompt, v.seed))
+                .collect(),
+        })
+        .collect()
+}
+
 /// The evaluation report (`eval.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -97,6 +135,8 @@ pub struct Report {
     pub seeds: usize,
     /// Seconds spent sampling.
     pub sampling_seconds: f64,
+    /// Accuracies per phrasing group (all 72 compositions).
+    pub phrasing_groups: Vec<GroupScores>,
     /// Every clip's verdict.
     pub verdicts: Vec<Verdict>,
 }
@@ -155,26 +195,34 @@ pub(crate) fn autoencoder_check(model: &TrainedModel, device: &Device) -> (f64, 
     (psnr(&clips, &decoded), matched as f64 / clips.len() as f64)
 }
 
-/// Generates and judges clips for all 72 compositions, with the canonical
-/// caption and a paraphrase each, `seeds` seeds each.
+/// The phrasings evaluated for the composition with index `i`: the canonical
+/// caption and three designed paraphrases ([`Phrasing::designed`]), so that every
+/// template, noun, verb and direction phrase of the spec is measured.
+pub fn eval_phrasings(i: usize) -> [Phrasing; 4] {
+    [
+        Phrasing::CANONICAL,
+        Phrasing::designed(i, 0),
+        Phrasing::designed(i, 1),
+        Phrasing::designed(i, 2),
+    ]
+}
+
+/// Generates and judges clips for all 72 compositions, in each of
+/// [`eval_phrasings`], `seeds` seeds each.
 pub fn evaluate(
     model: &TrainedModel,
     options: &EvalOptions,
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<(Report, Vec<(Clip, Verdict)>)> {
-    let mut jobs: Vec<(Composition, String, u64)> = Vec::new();
+    let mut jobs: Vec<(Composition, Phrasing, String, u64)> = Vec::new();
     for composition in Composition::all() {
-        let mut rng = rng_for(0, Stream::EvalPhrasing, composition.index() as u64);
-        let captions = [
-            composition.canonical_caption(),
-            composition.paraphrase(&mut rng),
-        ];
-        for caption in captions {
+        for phrasing in eval_phrasings(composition.index()) {
             for s in 0..options.seeds {
                 jobs.push((
                     composition,
-                    caption.clone(),
+                    phrasing,
+                    composition.caption(phrasing),
                     options.sampling.seed + s as u64,
                 ));
             }
@@ -184,19 +232,21 @@ pub fn evaluate(
     let mut results = Vec::with_capacity(jobs.len());
     for (done, chunk) in jobs.chunks(options.batch.max(1)).enumerate() {
         // One batch per seed, so that each clip's noise follows from its own seed.
-        let mut by_seed: std::collections::BTreeMap<u64, Vec<&(Composition, String, u64)>> =
-            Default::default();
+        let mut by_seed: std::collections::BTreeMap<
+            u64,
+            Vec<&(Composition, Phrasing, String, u64)>,
+        > = Default::default();
         for job in chunk {
-            by_seed.entry(job.2).or_default().push(job);
+            by_seed.entry(job.3).or_default().push(job);
         }
         for (seed, group) in by_seed {
-            let prompts: Vec<String> = group.iter().map(|j| j.1.clone()).collect();
+            let prompts: Vec<String> = group.iter().map(|j| j.2.clone()).collect();
             let sampling = GenerateOptions {
                 seed,
                 ..options.sampling.clone()
             };
             let clips = generate(model.into(), &prompts, &sampling, device, |_| {})?;
-            for (clip, (composition, prompt, seed)) in clips.into_iter().zip(group) {
+            for (clip, (composition, phrasing, prompt, seed)) in clips.into_iter().zip(group) {
                 let judgement = judge_clip(&clip);
                 let m = judgement.matches(composition);
                 let verdict = Verdict {
@@ -207,6 +257,7 @@ pub fn evaluate(
                     shape: m.shape,
                     direction: m.direction,
                     held_out: composition.is_held_out(),
+                    groups: composition.phrasing_groups(*phrasing),
                     area_variation: judgement.area_variation,
                     seed: *seed,
                 };
@@ -228,6 +279,7 @@ pub fn evaluate(
         guidance: options.sampling.guidance,
         seeds: options.seeds,
         sampling_seconds,
+        phrasing_groups: group_scores(&verdicts),
         verdicts,
     };
     Ok((report, results))
@@ -246,6 +298,14 @@ pub fn table(report: &Report) -> String {
     );
     out += &row("training (66)", &report.train);
     out += &row("held-out (6)", &report.held_out);
+    out += "\n| phrasing group | clips | colour | shape | direction | joint |\n|---|---|---|---|---|---|\n";
+    for g in &report.phrasing_groups {
+        let s = &g.scores;
+        out += &format!(
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            g.group, s.clips, s.colour, s.shape, s.direction, s.joint
+        );
+    }
     out += &format!(
         "\nautoencoder PSNR {:.2} dB, judged joint accuracy of its reconstructions {:.3}; {} {} steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s\n",
         report.autoencoder_psnr,
@@ -321,6 +381,7 @@ fn failure_text(v: &Verdict) -> [String; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dit_data::{Colour, Direction, Shape};
 
     fn verdict(colour: bool, shape: bool, direction: bool) -> Verdict {
         Verdict {
@@ -331,9 +392,77 @@ mod tests {
             shape,
             direction,
             held_out: false,
+            groups: Composition::new(Colour::Red, Shape::Square, Direction::Down)
+                .phrasing_groups(Phrasing::designed(1, 1)),
             area_variation: 0.0,
             seed: 1,
         }
+    }
+
+    #[test]
+    fn phrasing_groups_count_each_clip_in_its_four_groups() {
+        let c = Composition::new(Colour::Blue, Shape::Circle, Direction::Left);
+        let canonical = c.phrasing_groups(Phrasing::CANONICAL);
+        let disc = Phrasing {
+            template: 1,
+            shape_word: 2,
+            verb: 2,
+            direction_phrase: 1,
+        };
+        let with = |phrasing: Phrasing, colour: bool, direction: bool, seed: u64| Verdict {
+            prompt: c.caption(phrasing),
+            groups: c.phrasing_groups(phrasing),
+            seed,
+            ..verdict(colour, true, direction)
+        };
+        let verdicts = vec![
+            with(Phrasing::CANONICAL, true, true, 0),
+            with(Phrasing::CANONICAL, true, false, 1),
+            with(disc, false, true, 0),
+            with(disc, true, true, 1),
+        ];
+        let groups = group_scores(&verdicts);
+        // 4 groups per phrasing, none shared between the two phrasings.
+        assert_eq!(groups.len(), 8);
+        let find = |name: &str| groups.iter().find(|g| g.group == name).expect(name);
+        let canonical_template = find(&canonical[0]);
+        assert_eq!(
+            canonical_template.group,
+            "template: a {colour} {shape} {verb-ing} {direction}"
+        );
+        assert_eq!(canonical_template.scores.clips, 2);
+        assert_eq!(canonical_template.scores.direction, 0.5);
+        assert_eq!(canonical_template.scores.colour, 1.0);
+        assert_eq!(
+            canonical_template.failures,
+            ["a blue circle moving left (seed 1)"]
+        );
+        let noun = find("noun: disc");
+        assert_eq!((noun.scores.colour, noun.scores.joint), (0.5, 0.5));
+        assert_eq!(
+            noun.failures,
+            ["the disc is blue and slides to the left (seed 0)"]
+        );
+        assert_eq!(find("verb: sliding").scores, noun.scores);
+        assert_eq!(find("direction: to the left").scores.clips, 2);
+        // Groups come in order: templates, nouns, verbs, directions.
+        let kinds: Vec<&str> = groups
+            .iter()
+            .map(|g| g.group.split(':').next().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "template",
+                "template",
+                "noun",
+                "noun",
+                "verb",
+                "verb",
+                "direction",
+                "direction"
+            ]
+        );
     }
 
     #[test]
@@ -372,6 +501,7 @@ mod tests {
             guidance: 3.0,
             seeds: 1,
             sampling_seconds: 1.0,
+            phrasing_groups: group_scores(&verdicts),
             verdicts,
         };
         // Nothing failed: no sheet.

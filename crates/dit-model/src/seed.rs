@@ -31,8 +31,6 @@ pub enum Stream {
     InitialNoise,
     /// The noise a stochastic sampler (DDPM, DDIM with η > 0) adds; index: 0.
     SamplerNoise,
-    /// The paraphrase evaluation uses for a composition; index: the composition.
-    EvalPhrasing,
 }
 
 impl Stream {
@@ -48,7 +46,6 @@ impl Stream {
             Stream::DitStep => 5,
             Stream::InitialNoise => 6,
             Stream::SamplerNoise => 7,
-            Stream::EvalPhrasing => 8,
             Stream::CompositionClips(composition) => 1000 + composition as u64,
         }
     }
@@ -97,7 +94,6 @@ mod tests {
             Stream::DitStep,
             Stream::InitialNoise,
             Stream::SamplerNoise,
-            Stream::EvalPhrasing,
         ];
         let mut seeds: Vec<u64> = streams
             .iter()

@@ -247,17 +247,23 @@ impl<'a> Decoded<'a> {
     }
 }
 
+/// The first 16 bytes of a file (fewer if it is shorter), the reader rewound to its start.
+fn read_magic(reader: &mut (impl Read + Seek), path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut magic = Vec::with_capacity(16);
+    reader
+        .take(16)
+        .read_to_end(&mut magic)
+        .and_then(|_| reader.rewind())
+        .map_err(io_error(path))?;
+    Ok(magic)
+}
+
 /// Decodes a clip file frame by frame: an animated GIF or an H.264 MP4, told apart by their
 /// content, not their name.
 fn read_clip_file(path: &Path, decoded: &mut Decoded<'_>) -> Result<(), DataError> {
     let mut reader = open_limited(path)?;
     let bytes = reader.get_ref().metadata().map_err(io_error(path))?.len();
-    let mut magic = Vec::with_capacity(16);
-    (&mut reader)
-        .take(16)
-        .read_to_end(&mut magic)
-        .and_then(|_| reader.rewind())
-        .map_err(io_error(path))?;
+    let magic = read_magic(&mut reader, path)?;
     if mp4::is_mp4(&magic) {
         mp4::decode(reader, bytes, decoded)
     } else {
@@ -269,12 +275,7 @@ fn read_clip_file(path: &Path, decoded: &mut Decoded<'_>) -> Result<(), DataErro
 /// GIF decoder), transparency shown as black.
 fn decode_gif(mut reader: impl BufRead + Seek, decoded: &mut Decoded<'_>) -> Result<(), DataError> {
     let path = decoded.path;
-    let mut magic = Vec::with_capacity(16);
-    (&mut reader)
-        .take(16)
-        .read_to_end(&mut magic)
-        .and_then(|_| reader.rewind())
-        .map_err(io_error(path))?;
+    let magic = read_magic(&mut reader, path)?;
     if image::guess_format(&magic).ok() != Some(ImageFormat::Gif) {
         return Err(DataError::NotGif {
             path: path.to_owned(),

@@ -61,6 +61,44 @@ fn attention_shape(qkv: &FlexTensor, heads: usize) -> AttentionShape {
     AttentionShape::self_attention(batch, tokens, width3 / 3, heads)
 }
 
+/// LayerNorm + modulate: the contiguous `x` and `scale` (what the backward pass
+/// keeps), `x`'s shape and the kernel's results.
+fn norm_modulate(
+    x: FlexTensor,
+    shift: FlexTensor,
+    scale: FlexTensor,
+    eps: f64,
+) -> (FlexTensor, FlexTensor, [usize; 3], cpu::NormModulated) {
+    let (x, shift, scale) = (contiguous(x), contiguous(shift), contiguous(scale));
+    let shape = dims(&x);
+    let out = cpu::layer_norm_modulate(
+        values(&x),
+        values(&shift),
+        values(&scale),
+        shape,
+        eps as f32,
+    );
+    (x, scale, shape, out)
+}
+
+/// Self-attention on the packed projection: the contiguous input, its shape and
+/// the kernel's results.
+fn packed_attention(
+    qkv: FlexTensor,
+    heads: usize,
+    valid: Option<&[f32]>,
+) -> (FlexTensor, AttentionShape, cpu::Attended) {
+    let qkv = contiguous(qkv);
+    let shape = attention_shape(&qkv, heads);
+    let out = cpu::self_attention(values(&qkv), shape, valid, KEEP);
+    (qkv, shape, out)
+}
+
+/// The attention output `[batch, queries, width]` as a tensor.
+fn attention_output(out: Vec<f32>, shape: AttentionShape) -> FlexTensor {
+    tensor(out, [shape.batch, shape.queries, shape.width])
+}
+
 fn cross_attention_shape(q: &FlexTensor, kv: &FlexTensor, heads: usize) -> AttentionShape {
     let [batch, queries, width] = dims(q);
     let [_, keys, width2] = dims(kv);
@@ -90,23 +128,13 @@ impl FusedOps for Flex {
         scale: FloatTensor<Self>,
         eps: f64,
     ) -> FloatTensor<Self> {
-        let (x, shift, scale) = (contiguous(x), contiguous(shift), contiguous(scale));
-        let shape = dims(&x);
-        let out = cpu::layer_norm_modulate(
-            values(&x),
-            values(&shift),
-            values(&scale),
-            shape,
-            eps as f32,
-        );
+        let (_, _, shape, out) = norm_modulate(x, shift, scale, eps);
         tensor(out.y, shape)
     }
 
     fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
-        let qkv = contiguous(qkv);
-        let shape = attention_shape(&qkv, heads);
-        let out = cpu::self_attention(values(&qkv), shape, None, KEEP);
-        tensor(out.out, [shape.batch, shape.queries, shape.width])
+        let (_, shape, out) = packed_attention(qkv, heads, None);
+        attention_output(out.out, shape)
     }
 
     fn self_attention_masked(
@@ -114,11 +142,9 @@ impl FusedOps for Flex {
         key_padding: BoolTensor<Self>,
         heads: usize,
     ) -> FloatTensor<Self> {
-        let qkv = contiguous(qkv);
-        let shape = attention_shape(&qkv, heads);
         let valid = valid_keys(key_padding);
-        let out = cpu::self_attention(values(&qkv), shape, Some(&valid), KEEP);
-        tensor(out.out, [shape.batch, shape.queries, shape.width])
+        let (_, shape, out) = packed_attention(qkv, heads, Some(&valid));
+        attention_output(out.out, shape)
     }
 
     fn cross_attention(
@@ -131,7 +157,7 @@ impl FusedOps for Flex {
         let shape = cross_attention_shape(&q, &kv, heads);
         let valid = valid_keys(key_padding);
         let out = cpu::cross_attention(values(&q), values(&kv), shape, Some(&valid), KEEP);
-        tensor(out.out, [shape.batch, shape.queries, shape.width])
+        attention_output(out.out, shape)
     }
 }
 
@@ -239,16 +265,14 @@ fn tracked_attention<C: CheckpointStrategy>(
     valid: Option<Vec<f32>>,
     heads: usize,
 ) -> FloatTensor<Autodiff<Flex, C>> {
-    match AttentionBackward
+    let prepared = AttentionBackward
         .prepare::<C>([qkv.node()])
         .compute_bound()
-        .stateful()
-    {
+        .stateful();
+    let (input, shape, out) = packed_attention(qkv.into_primitive(), heads, valid.as_deref());
+    let output = attention_output(out.out, shape);
+    match prepared {
         OpsKind::Tracked(prep) => {
-            let input = contiguous(qkv.primitive().clone());
-            let shape = attention_shape(&input, heads);
-            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), KEEP);
-            let output = tensor(out.out, [shape.batch, shape.queries, shape.width]);
             let state = AttentionState {
                 qkv: input,
                 out: output.clone(),
@@ -261,12 +285,7 @@ fn tracked_attention<C: CheckpointStrategy>(
             };
             prep.finish(state, output)
         }
-        OpsKind::UnTracked(prep) => {
-            let input = contiguous(qkv.into_primitive());
-            let shape = attention_shape(&input, heads);
-            let out = cpu::self_attention(values(&input), shape, valid.as_deref(), KEEP);
-            prep.finish(tensor(out.out, [shape.batch, shape.queries, shape.width]))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
     }
 }
 
@@ -337,16 +356,11 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
             .prepare::<C>([x.node(), shift.node(), scale.node()])
             .compute_bound()
             .stateful();
-        let x = contiguous(x.into_primitive());
-        let shift = contiguous(shift.into_primitive());
-        let scale = contiguous(scale.into_primitive());
-        let shape = dims(&x);
-        let out = cpu::layer_norm_modulate(
-            values(&x),
-            values(&shift),
-            values(&scale),
-            shape,
-            eps as f32,
+        let (x, scale, shape, out) = norm_modulate(
+            x.into_primitive(),
+            shift.into_primitive(),
+            scale.into_primitive(),
+            eps,
         );
         let output = tensor(out.y, shape);
         match prepared {
@@ -393,7 +407,7 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
         let shape = cross_attention_shape(&q, &kv, heads);
         let valid = valid_keys(key_padding);
         let out = cpu::cross_attention(values(&q), values(&kv), shape, Some(&valid), KEEP);
-        let output = tensor(out.out, [shape.batch, shape.queries, shape.width]);
+        let output = attention_output(out.out, shape);
         match prepared {
             OpsKind::Tracked(prep) => {
                 let state = CrossAttentionState {

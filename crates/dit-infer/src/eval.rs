@@ -17,7 +17,7 @@ use dit_model::TrainedModel;
 use dit_model::run::write_atomic;
 use serde::Serialize;
 
-use crate::pipeline::{GenerateOptions, generate};
+use crate::pipeline::{GenerateOptions, TextToVideo, generate};
 
 /// One generated clip and its verdict.
 #[derive(Debug, Clone, Serialize)]
@@ -207,65 +207,35 @@ pub fn eval_phrasings(i: usize) -> [Phrasing; 4] {
     ]
 }
 
+/// One clip to generate and judge.
+struct Job {
+    composition: Composition,
+    phrasing: Phrasing,
+    seed: u64,
+}
+
 /// Generates and judges clips for all 72 compositions, in each of
 /// [`eval_phrasings`], `seeds` seeds each.
 pub fn evaluate(
     model: &TrainedModel,
     options: &EvalOptions,
     device: &Device,
-    mut progress: impl FnMut(usize, usize),
+    progress: impl FnMut(usize, usize),
 ) -> Result<(Report, Vec<(Clip, Verdict)>)> {
-    let mut jobs: Vec<(Composition, Phrasing, String, u64)> = Vec::new();
+    let mut jobs = Vec::new();
     for composition in Composition::all() {
         for phrasing in eval_phrasings(composition.index()) {
             for s in 0..options.seeds {
-                jobs.push((
+                jobs.push(Job {
                     composition,
                     phrasing,
-                    composition.caption(phrasing),
-                    options.sampling.seed + s as u64,
-                ));
+                    seed: options.sampling.seed + s as u64,
+                });
             }
         }
     }
     let start = std::time::Instant::now();
-    let mut results = Vec::with_capacity(jobs.len());
-    for (done, chunk) in jobs.chunks(options.batch.max(1)).enumerate() {
-        // One batch per seed, so that each clip's noise follows from its own seed.
-        let mut by_seed: std::collections::BTreeMap<
-            u64,
-            Vec<&(Composition, Phrasing, String, u64)>,
-        > = Default::default();
-        for job in chunk {
-            by_seed.entry(job.3).or_default().push(job);
-        }
-        for (seed, group) in by_seed {
-            let prompts: Vec<String> = group.iter().map(|j| j.2.clone()).collect();
-            let sampling = GenerateOptions {
-                seed,
-                ..options.sampling.clone()
-            };
-            let clips = generate(model.into(), &prompts, &sampling, device, |_| {})?;
-            for (clip, (composition, phrasing, prompt, seed)) in clips.into_iter().zip(group) {
-                let judgement = judge_clip(&clip);
-                let m = judgement.matches(composition);
-                let verdict = Verdict {
-                    prompt: prompt.clone(),
-                    expected: composition.canonical_caption(),
-                    judged: describe(judgement.composition(), &judgement),
-                    colour: m.colour,
-                    shape: m.shape,
-                    direction: m.direction,
-                    held_out: composition.is_held_out(),
-                    groups: composition.phrasing_groups(*phrasing),
-                    area_variation: judgement.area_variation,
-                    seed: *seed,
-                };
-                results.push((clip, verdict));
-            }
-        }
-        progress((done + 1) * options.batch.max(1), jobs.len());
-    }
+    let results = judge_jobs(model.into(), &jobs, options, device, progress)?;
     let sampling_seconds = start.elapsed().as_secs_f64();
     let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
     let (autoencoder_psnr, autoencoder_joint) = autoencoder_check(model, device);
@@ -283,6 +253,82 @@ pub fn evaluate(
         verdicts,
     };
     Ok((report, results))
+}
+
+/// A quick measure of prompt fidelity, for curves during training: every composition
+/// once, composition `i` in phrasing `i mod 4` of [`eval_phrasings`], one seed
+/// (`options.sampling.seed`). Returns the scores on the training and the held-out
+/// compositions.
+pub fn quick_scores(
+    model: TextToVideo,
+    options: &EvalOptions,
+    device: &Device,
+) -> Result<(Scores, Scores)> {
+    let jobs: Vec<Job> = Composition::all()
+        .into_iter()
+        .map(|composition| Job {
+            composition,
+            phrasing: eval_phrasings(composition.index())[composition.index() % 4],
+            seed: options.sampling.seed,
+        })
+        .collect();
+    let results = judge_jobs(model, &jobs, options, device, |_, _| {})?;
+    let verdicts = results.iter().map(|r| &r.1);
+    Ok((
+        Scores::of(verdicts.clone().filter(|v| !v.held_out)),
+        Scores::of(verdicts.filter(|v| v.held_out)),
+    ))
+}
+
+/// Generates the clip of each job, `options.batch` prompts at a time, and judges it.
+fn judge_jobs(
+    model: TextToVideo,
+    jobs: &[Job],
+    options: &EvalOptions,
+    device: &Device,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<(Clip, Verdict)>> {
+    let mut results = Vec::with_capacity(jobs.len());
+    for (done, chunk) in jobs.chunks(options.batch.max(1)).enumerate() {
+        // One batch per seed, so that each clip's noise follows from its own seed.
+        let mut by_seed: std::collections::BTreeMap<u64, Vec<&Job>> = Default::default();
+        for job in chunk {
+            by_seed.entry(job.seed).or_default().push(job);
+        }
+        for (seed, group) in by_seed {
+            let prompts: Vec<String> = group
+                .iter()
+                .map(|j| j.composition.caption(j.phrasing))
+                .collect();
+            let sampling = GenerateOptions {
+                seed,
+                ..options.sampling.clone()
+            };
+            let clips = generate(model, &prompts, &sampling, device, |_| {})?;
+            for ((clip, job), prompt) in clips.into_iter().zip(group).zip(prompts) {
+                let judgement = judge_clip(&clip);
+                let m = judgement.matches(&job.composition);
+                let verdict = Verdict {
+                    prompt,
+                    expected: job.composition.canonical_caption(),
+                    judged: describe(judgement.composition(), &judgement),
+                    colour: m.colour,
+                    shape: m.shape,
+                    direction: m.direction,
+                    held_out: job.composition.is_held_out(),
+                    groups: job.composition.phrasing_groups(job.phrasing),
+                    area_variation: judgement.area_variation,
+                    seed,
+                };
+                results.push((clip, verdict));
+            }
+        }
+        progress(
+            ((done + 1) * options.batch.max(1)).min(jobs.len()),
+            jobs.len(),
+        );
+    }
+    Ok(results)
 }
 
 /// The report as a table.

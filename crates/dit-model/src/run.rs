@@ -407,22 +407,22 @@ pub struct TrainState {
     pub seconds: f64,
 }
 
-/// Writes a checkpoint of `state` into `train/`: `write_files` fills a hidden
-/// temporary folder, which is renamed to `train/step-NNNNNNN` once complete;
+/// Writes a checkpoint of `state` into the folder `train_dir` (the run's [`TRAIN_DIR`],
+/// or a stage's folder inside it): `write_files` fills a hidden temporary folder, which
+/// is renamed to `train_dir/step-NNNNNNN` once complete;
 /// then [`LATEST_FILE`] is replaced atomically, and all but the newest
 /// [`KEEP_CHECKPOINTS`] checkpoints are removed. A crash at any point leaves the
 /// previous checkpoint as the newest one. Returns the checkpoint's folder.
 pub fn save_checkpoint(
-    run_dir: &Path,
+    train_dir: &Path,
     state: &TrainState,
     write_files: impl FnOnce(&Path) -> Result<(), RunError>,
 ) -> Result<PathBuf, RunError> {
-    let train_dir = run_dir.join(TRAIN_DIR);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RunError::Write { path, source }
     };
-    fs::create_dir_all(&train_dir).map_err(io(&train_dir))?;
+    fs::create_dir_all(train_dir).map_err(io(train_dir))?;
     let name = checkpoint_name(state.step);
     let tmp = train_dir.join(format!(".{name}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
@@ -433,10 +433,10 @@ pub fn save_checkpoint(
     let done = train_dir.join(&name);
     let _ = fs::remove_dir_all(&done);
     fs::rename(&tmp, &done).map_err(io(&done))?;
-    sync_dir(&train_dir);
+    sync_dir(train_dir);
     write_atomic(&train_dir.join(LATEST_FILE), name.as_bytes())?;
-    let mut older: Vec<PathBuf> = fs::read_dir(&train_dir)
-        .map_err(io(&train_dir))?
+    let mut older: Vec<PathBuf> = fs::read_dir(train_dir)
+        .map_err(io(train_dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
@@ -453,9 +453,9 @@ pub fn save_checkpoint(
     Ok(done)
 }
 
-/// The newest complete checkpoint of a run folder and its state, if it has one.
-pub fn latest_checkpoint(run_dir: &Path) -> Result<Option<(PathBuf, TrainState)>, RunError> {
-    let train_dir = run_dir.join(TRAIN_DIR);
+/// The newest complete checkpoint in `train_dir` (as [`save_checkpoint`] writes them) and
+/// its state, if it has one.
+pub fn latest_checkpoint(train_dir: &Path) -> Result<Option<(PathBuf, TrainState)>, RunError> {
     let Ok(name) = fs::read_to_string(train_dir.join(LATEST_FILE)) else {
         return Ok(None);
     };

@@ -2,23 +2,25 @@
 //! and compute the latent scale factor. The result is saved into the run
 //! folder and frozen for stage 2.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
 use burn::tensor::{Device, Tensor};
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
 use dit_model::VideoAutoencoder;
 use dit_model::noise::gaussian;
 use dit_model::run::{
-    AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE, AutoencoderReport, RunError, load_module,
-    loss_paths, read_autoencoder_report, write_autoencoder,
+    AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE, AutoencoderReport, CHECKPOINT_OPTIMIZER_FILE,
+    RunError, TrainState, latest_checkpoint, load_module, loss_paths, read_autoencoder_report,
+    save_checkpoint, save_module, write_autoencoder,
 };
 use dit_model::schedule::per_sample;
 use dit_model::seed::{Stream, rng_for, seed_for};
 use rand::Rng;
 
+use crate::checkpoint::save_optimizer;
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::lr_schedule::cosine_lr;
@@ -65,11 +67,14 @@ pub fn evaluate(
 }
 
 /// Trains the autoencoder and writes `autoencoder.bpk` and `autoencoder.json` into `run_dir`.
+/// With `checkpoints`, it saves its state into that folder every
+/// `autoencoder_training.checkpoint_every` steps and continues from the newest one there.
 pub fn train(
     config: &ExperimentConfig,
     source: &ClipSource,
     run_dir: &Path,
     device: &Device,
+    checkpoints: Option<&Path>,
 ) -> Result<AutoencoderReport> {
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
@@ -83,6 +88,8 @@ pub fn train(
         log_offset: 0,
         begins: None,
         latent_noise: 0.0,
+        frozen_encoder: false,
+        checkpoints: checkpoints.map(Path::to_path_buf),
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
     let (psnr, latent_scale) = evaluate_on_eval_clips(config, source, &ae, device)?;
@@ -98,9 +105,45 @@ pub fn train(
     Ok(report)
 }
 
-/// Fine-tunes the decoder of the run's autoencoder for `steps` more steps with the
-/// encoder frozen, and saves the result over `autoencoder.bpk`. Returns the reports
-/// before and after.
+/// One fine-tuning of the decoder: its settings, and where it stands among the run's
+/// decoder steps.
+#[derive(Debug, Clone)]
+pub struct DecoderRound {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Peak learning rate (cosine decay to a tenth of it).
+    pub learning_rate: f64,
+    /// Largest latent noise, in units of the DiT's normalised latent (0: clean latents).
+    pub latent_noise: f64,
+    /// Decoder steps of the run before this round (its frames and log lines follow them).
+    pub decoder_steps_before: usize,
+    /// Autoencoder training seconds of the run before this round.
+    pub seconds_before: f64,
+    /// Folder of this round's checkpoints (none: it is not checkpointed).
+    pub checkpoints: Option<PathBuf>,
+}
+
+impl DecoderRound {
+    /// A round that continues the fine-tunings `report` records, without checkpoints.
+    pub fn after(
+        report: &AutoencoderReport,
+        steps: usize,
+        learning_rate: f64,
+        latent_noise: f64,
+    ) -> Self {
+        Self {
+            steps,
+            learning_rate,
+            latent_noise,
+            decoder_steps_before: report.decoder_steps,
+            seconds_before: report.seconds,
+            checkpoints: None,
+        }
+    }
+}
+
+/// Fine-tunes the decoder of the run's autoencoder with the encoder frozen, and saves
+/// the result over `autoencoder.bpk`. Returns the reports before and after.
 ///
 /// The encoder, and so the latent space and its scale, stay exactly as they were: a DiT
 /// already trained on this autoencoder's latents stays valid, and decodes more sharply.
@@ -115,10 +158,14 @@ pub fn finetune_decoder(
     source: &ClipSource,
     run_dir: &Path,
     device: &Device,
-    steps: usize,
-    learning_rate: f64,
-    latent_noise: f64,
+    round: &DecoderRound,
 ) -> Result<(AutoencoderReport, AutoencoderReport)> {
+    let DecoderRound {
+        steps,
+        learning_rate,
+        latent_noise,
+        ..
+    } = *round;
     if steps == 0 {
         bail!("--steps must be at least 1");
     }
@@ -129,16 +176,15 @@ pub fn finetune_decoder(
         bail!("--latent-noise must be in [0, 10], got {latent_noise}");
     }
     let train_device = device.clone().autodiff();
-    let (mut ae, before) = load(config, run_dir, &train_device)?;
-    ae.encoder = ae.encoder.no_grad();
+    let (ae, before) = load(config, run_dir, &train_device)?;
     let schedule = Schedule {
-        // Continue the frame sequence past the frames stage 1 saw.
-        first_step: before.steps + before.decoder_steps,
+        // Continue the frame sequence past the frames stage 1 and earlier rounds saw.
+        first_step: before.steps + round.decoder_steps_before,
         steps,
         learning_rate,
         log: LossChart::Decoder,
         // Earlier fine-tunings stay in the log; this one continues their step count.
-        log_offset: before.decoder_steps,
+        log_offset: round.decoder_steps_before,
         begins: Some(if latent_noise > 0.0 {
             format!("latent noise σ ≤ {latent_noise}, lr {learning_rate:e}")
         } else {
@@ -146,13 +192,15 @@ pub fn finetune_decoder(
         }),
         // The DiT's latent is the encoder's times `latent_scale`.
         latent_noise: latent_noise / before.latent_scale,
+        frozen_encoder: true,
+        checkpoints: round.checkpoints.clone(),
     };
     let (ae, seconds) = fit(config, source, ae, &schedule, run_dir, &train_device)?;
     let (psnr, _) = evaluate_on_eval_clips(config, source, &ae, device)?;
     let report = AutoencoderReport {
         psnr,
-        seconds: before.seconds + seconds,
-        decoder_steps: before.decoder_steps + steps,
+        seconds: round.seconds_before + seconds,
+        decoder_steps: round.decoder_steps_before + steps,
         decoder_latent_noise: latent_noise,
         ..before
     };
@@ -189,10 +237,19 @@ struct Schedule {
     /// Largest standard deviation of the Gaussian noise added to the latents before
     /// decoding (encoder units; drawn per frame uniformly from [0, this]).
     latent_noise: f64,
+    /// Train the decoder only.
+    frozen_encoder: bool,
+    /// Folder of this fit's checkpoints (none: it is not checkpointed).
+    checkpoints: Option<PathBuf>,
 }
 
+/// The autoencoder's weights in a fit's checkpoint.
+const CHECKPOINT_AUTOENCODER_FILE: &str = "autoencoder.bpk";
+
 /// Minimises reconstruction MSE (plus KL) over the parameters of `ae` that require
-/// gradients; returns the trained autoencoder and the seconds it took.
+/// gradients (the decoder's only, with `frozen_encoder`), continuing from the newest
+/// checkpoint of the schedule's folder; returns the trained autoencoder and the seconds
+/// the fit took (including the runs it continues).
 fn fit(
     config: &ExperimentConfig,
     source: &ClipSource,
@@ -204,10 +261,46 @@ fn fit(
     let settings = &config.autoencoder_training;
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
     let mut optim = AdamConfig::new().init();
+    let mut state = TrainState {
+        step: 0,
+        seed: config.seed,
+        seconds: 0.0,
+    };
+    let resumed = match &schedule.checkpoints {
+        Some(dir) => latest_checkpoint(dir)?,
+        None => None,
+    };
+    if let Some((dir, saved)) = resumed {
+        if saved.seed != config.seed || saved.step > schedule.steps {
+            bail!(
+                "checkpoint {} (seed {}, step {}) does not belong to this stage (seed {}, {} steps)",
+                dir.display(),
+                saved.seed,
+                saved.step,
+                config.seed,
+                schedule.steps
+            );
+        }
+        ae = load_module(ae, &dir.join(CHECKPOINT_AUTOENCODER_FILE))?;
+        let path = dir.join(CHECKPOINT_OPTIMIZER_FILE);
+        let record =
+            OptimizerRecord::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        optim = optim.load_record(record);
+        state = saved;
+    }
+    if schedule.frozen_encoder {
+        ae.encoder = ae.encoder.no_grad();
+    }
     let (log_path, _) = loss_paths(run_dir, schedule.log.log_name());
-    let log = LossLog::open(&log_path, schedule.log_offset, schedule.begins.as_deref())?;
-    let progress = Progress::new("autoencoder", 0, schedule.steps);
-    for step in 0..schedule.steps {
+    let begins = if state.step > 0 {
+        Some("resumed")
+    } else {
+        schedule.begins.as_deref()
+    };
+    let log = LossLog::open(&log_path, schedule.log_offset + state.step, begins)?;
+    let progress = Progress::new("autoencoder", state.step, schedule.steps);
+    let seconds_before = state.seconds;
+    for step in state.step..schedule.steps {
         // One random frame from each of `batch_size` clips: the autoencoder codes
         // frames independently, and frames of one clip are nearly the same image.
         let items = (0..settings.batch_size)
@@ -251,13 +344,28 @@ fn fit(
             if !value.is_finite() {
                 bail!("autoencoder loss became {value} at step {done}; lower the learning rate");
             }
-            log.append(schedule.log_offset + done, value, lr, progress.elapsed())?;
+            log.append(
+                schedule.log_offset + done,
+                value,
+                lr,
+                seconds_before + progress.elapsed(),
+            )?;
             progress.update(done, &format!("mse {value:.5}"), true);
+        }
+        if let Some(dir) = &schedule.checkpoints
+            && (done % settings.checkpoint_every == 0 || done == schedule.steps)
+        {
+            state.step = done;
+            state.seconds = seconds_before + progress.elapsed();
+            save_checkpoint(dir, &state, |path| {
+                save_module(&ae, &path.join(CHECKPOINT_AUTOENCODER_FILE))?;
+                save_optimizer(&optim, &path.join(CHECKPOINT_OPTIMIZER_FILE))
+            })?;
         }
     }
     progress.finish();
     schedule.log.write(run_dir)?;
-    Ok((ae.valid(), progress.elapsed()))
+    Ok((ae.valid(), seconds_before + progress.elapsed()))
 }
 
 /// Loads the frozen autoencoder and its report from a run folder.

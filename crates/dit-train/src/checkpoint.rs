@@ -10,8 +10,8 @@ use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Device;
 use dit_model::run::{
-    CHECKPOINT_DIT_FILE, CHECKPOINT_EMA_FILE, CHECKPOINT_OPTIMIZER_FILE, RunError, TrainState,
-    latest_checkpoint, load_module, save_checkpoint, save_module,
+    CHECKPOINT_DIT_FILE, CHECKPOINT_EMA_FILE, CHECKPOINT_OPTIMIZER_FILE, RunError, TRAIN_DIR,
+    TrainState, latest_checkpoint, load_module, save_checkpoint, save_module,
 };
 use dit_model::{Dit, DitConfig};
 
@@ -24,6 +24,14 @@ pub fn optimizer(d: &DitTrainingConfig) -> ModuleOptimizer {
         .with_weight_decay(d.weight_decay as f32)
         .with_grad_clipping(clip)
         .init()
+}
+
+/// Saves an optimiser's state (its moments and step counts) to `path`.
+pub fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> Result<(), RunError> {
+    optim.save(path).map_err(|e| RunError::Write {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Everything stage 2 needs to continue exactly where it stopped.
@@ -63,15 +71,15 @@ impl Checkpoint {
 
     /// Saves the checkpoint into `run_dir/train/` (atomically); returns its folder.
     pub fn save(&self, run_dir: &Path) -> Result<PathBuf> {
-        Ok(save_checkpoint(run_dir, &self.state, |dir| {
-            save_module(&self.dit, &dir.join(CHECKPOINT_DIT_FILE))?;
-            save_module(&self.ema, &dir.join(CHECKPOINT_EMA_FILE))?;
-            let path = dir.join(CHECKPOINT_OPTIMIZER_FILE);
-            self.optim.save(&path).map_err(|e| RunError::Write {
-                path,
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?)
+        Ok(save_checkpoint(
+            &run_dir.join(TRAIN_DIR),
+            &self.state,
+            |dir| {
+                save_module(&self.dit, &dir.join(CHECKPOINT_DIT_FILE))?;
+                save_module(&self.ema, &dir.join(CHECKPOINT_EMA_FILE))?;
+                save_optimizer(&self.optim, &dir.join(CHECKPOINT_OPTIMIZER_FILE))
+            },
+        )?)
     }
 
     /// Loads the newest complete checkpoint of a run folder, if any. `dit_config` is
@@ -84,7 +92,7 @@ impl Checkpoint {
         seed: u64,
         train_device: &Device,
     ) -> Result<Option<Self>> {
-        let Some((dir, state)) = latest_checkpoint(run_dir)? else {
+        let Some((dir, state)) = latest_checkpoint(&run_dir.join(TRAIN_DIR))? else {
             return Ok(None);
         };
         if state.seed != seed {

@@ -1,6 +1,7 @@
 //! The experiment config: one TOML file (`configs/*.toml`) that fixes data,
-//! networks, diffusion and both training stages. Every field must be given and
-//! unknown keys are rejected, so a config file is a complete record of a run.
+//! networks, diffusion, the training settings and the stages of the recipe. Every
+//! field must be given and unknown keys are rejected, so a config file is a
+//! complete record of a run.
 
 use std::path::Path;
 
@@ -9,6 +10,7 @@ use dit_data::MovingShapesConfig;
 use dit_model::validate::{ConfigError, require_in_range, require_positive};
 use dit_model::{DiffusionConfig, ModelConfig};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// Where the training clips come from.
 #[derive(Config, Debug)]
@@ -37,6 +39,8 @@ pub struct AutoencoderTrainingConfig {
     pub eval_clips: usize,
     /// Steps between progress lines.
     pub log_every: usize,
+    /// Steps between checkpoints (of the autoencoder and of each decoder stage).
+    pub checkpoint_every: usize,
 }
 
 /// Stage 2: the DiT on cached latents.
@@ -70,6 +74,44 @@ pub struct DitTrainingConfig {
     pub preview_every: usize,
     /// Steps between loss log lines.
     pub log_every: usize,
+    /// Steps between evaluations of the EMA model's prompt fidelity into `fidelity.csv`
+    /// (0 = only at the end of the stage).
+    pub fidelity_every: usize,
+    /// Denoising steps (DDIM) of those evaluations.
+    pub fidelity_sampling_steps: usize,
+}
+
+/// One stage of the recipe: `[[stages]]` entries, run in the order the config lists them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Stage {
+    /// Train the visual autoencoder, encoder and decoder (`[autoencoder_training]`).
+    Autoencoder,
+    /// Fine-tune the decoder with the encoder frozen: the latent space stays as it is,
+    /// so it can come before or after the DiT.
+    Decoder {
+        /// Optimiser steps.
+        steps: usize,
+        /// Peak learning rate (cosine decay to a tenth of it).
+        learning_rate: f64,
+        /// Largest standard deviation of the Gaussian noise added to the latents the
+        /// decoder sees, in units of the DiT's normalised latent (0: clean latents):
+        /// makes the decoder robust to the DiT's sampling error.
+        latent_noise: f64,
+    },
+    /// Train the DiT on the frozen encoder's latents (`[dit_training]`).
+    Dit,
+}
+
+impl Stage {
+    /// Its name in the config and in messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Autoencoder => "autoencoder",
+            Stage::Decoder { .. } => "decoder",
+            Stage::Dit => "dit",
+        }
+    }
 }
 
 /// A complete training recipe.
@@ -91,6 +133,9 @@ pub struct ExperimentConfig {
     pub dit_training: DitTrainingConfig,
     /// Guidance scale for previews and the default of `dit-infer`.
     pub guidance: f64,
+    /// What `dit-train` runs, in order: the autoencoder first, then decoder
+    /// fine-tunings and the DiT in any order.
+    pub stages: Vec<Stage>,
 }
 
 impl ExperimentConfig {
@@ -152,6 +197,7 @@ impl ExperimentConfig {
         require_positive("autoencoder_training.batch_size", ae.batch_size)?;
         require_positive("autoencoder_training.eval_clips", ae.eval_clips)?;
         require_positive("autoencoder_training.log_every", ae.log_every)?;
+        require_positive("autoencoder_training.checkpoint_every", ae.checkpoint_every)?;
         require_in_range(
             "autoencoder_training.learning_rate",
             ae.learning_rate,
@@ -165,13 +211,53 @@ impl ExperimentConfig {
         require_positive("dit_training.train_clips", d.train_clips)?;
         require_positive("dit_training.checkpoint_every", d.checkpoint_every)?;
         require_positive("dit_training.log_every", d.log_every)?;
+        require_positive(
+            "dit_training.fidelity_sampling_steps",
+            d.fidelity_sampling_steps,
+        )?;
         require_in_range("dit_training.learning_rate", d.learning_rate, 1e-8, 1.0)?;
         require_in_range("dit_training.weight_decay", d.weight_decay, 0.0, 1.0)?;
         require_in_range("dit_training.grad_clip", d.grad_clip, 0.0, 1e6)?;
         require_in_range("dit_training.ema_decay", d.ema_decay, 0.0, 1.0)?;
         require_in_range("dit_training.caption_dropout", d.caption_dropout, 0.0, 1.0)?;
         require_in_range("dit_training.min_snr_gamma", d.min_snr_gamma, 0.0, 1e6)?;
-        require_in_range("guidance", self.guidance, 0.0, 100.0)
+        require_in_range("guidance", self.guidance, 0.0, 100.0)?;
+        self.validate_stages()
+    }
+
+    /// The recipe starts with the autoencoder and trains the DiT at most once.
+    fn validate_stages(&self) -> Result<(), ConfigError> {
+        if self.stages.first() != Some(&Stage::Autoencoder) {
+            return Err(ConfigError::new(
+                "stages",
+                "must begin with the autoencoder: `[[stages]]` then `stage = \"autoencoder\"`",
+            ));
+        }
+        for (i, stage) in self.stages.iter().enumerate() {
+            let field = format!("stages[{}]", i + 1);
+            match stage {
+                Stage::Autoencoder if i > 0 => {
+                    return Err(ConfigError::new(
+                        field,
+                        "the autoencoder is trained once, as the first stage",
+                    ));
+                }
+                Stage::Dit if self.stages[..i].contains(&Stage::Dit) => {
+                    return Err(ConfigError::new(field, "the DiT is trained in one stage"));
+                }
+                Stage::Decoder {
+                    steps,
+                    learning_rate,
+                    latent_noise,
+                } => {
+                    require_positive(&format!("{field}.steps"), *steps)?;
+                    require_in_range(&format!("{field}.learning_rate"), *learning_rate, 1e-8, 1.0)?;
+                    require_in_range(&format!("{field}.latent_noise"), *latent_noise, 0.0, 10.0)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -357,11 +443,66 @@ mod tests {
             ),
         ];
         for (from, to, field) in cases {
-            assert!(text.contains(from), "tiny.toml has no `{from}`");
-            let bad = text.replacen(from, to, 1);
-            let err = ExperimentConfig::parse(&bad).unwrap_err();
-            assert_eq!(err.field, field, "{err}");
+            check(&text, from, to, field);
         }
+    }
+
+    /// `text` with `from` replaced by `to` is refused, naming `field`.
+    fn check(text: &str, from: &str, to: &str, field: &str) {
+        assert!(text.contains(from), "the config has no `{from}`");
+        let bad = text.replacen(from, to, 1);
+        let err = ExperimentConfig::parse(&bad).unwrap_err();
+        assert_eq!(err.field, field, "{err}");
+    }
+
+    #[test]
+    fn bad_recipes_name_their_stage() {
+        let text = std::fs::read_to_string(configs_dir().join("tiny.toml")).unwrap();
+        let stages = text.find("[[stages]]").unwrap();
+        let with = |recipe: &str| format!("{}{recipe}", &text[..stages]);
+        let good = with(
+            "[[stages]]\nstage = \"autoencoder\"\n\n[[stages]]\nstage = \"decoder\"\n\
+             steps = 10\nlearning_rate = 0.001\nlatent_noise = 0.3\n\n[[stages]]\nstage = \"dit\"\n",
+        );
+        let config = ExperimentConfig::parse(&good).unwrap();
+        assert_eq!(
+            config.stages[1],
+            Stage::Decoder {
+                steps: 10,
+                learning_rate: 0.001,
+                latent_noise: 0.3
+            }
+        );
+        assert_eq!(
+            ExperimentConfig::parse(&config.to_toml()).unwrap().stages,
+            config.stages
+        );
+        let cases = [
+            ("stage = \"autoencoder\"", "stage = \"dit\"", "stages"),
+            (
+                "latent_noise = 0.3",
+                "latent_noise = -0.3",
+                "stages[2].latent_noise",
+            ),
+            ("steps = 10\n", "steps = 0\n", "stages[2].steps"),
+            ("stage = \"dit\"", "stage = \"autoencoder\"", "stages[3]"),
+            ("stage = \"dit\"", "stage = \"dti\"", "stages.stage"),
+            (
+                "latent_noise = 0.3",
+                "latent_noise = 0.3\nlatent_nosie = 1",
+                "stages",
+            ),
+        ];
+        for (from, to, field) in cases {
+            check(&good, from, to, field);
+        }
+        let twice = format!("{good}\n[[stages]]\nstage = \"dit\"\n");
+        assert_eq!(
+            ExperimentConfig::parse(&twice).unwrap_err().field,
+            "stages[4]"
+        );
+        let none = text[..stages].to_string();
+        assert_eq!(ExperimentConfig::parse(&none).unwrap_err().field, "stages");
     }
 }
 

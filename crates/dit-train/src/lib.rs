@@ -1,6 +1,8 @@
-//! Training of the text-to-video DiT: stage 1 trains the visual autoencoder,
-//! stage 2 trains the DiT on the frozen autoencoder's cached latents.
+//! Training of the text-to-video DiT: the visual autoencoder, then the DiT on the
+//! frozen autoencoder's cached latents, and decoder fine-tunings, as the stages of
+//! one recipe.
 //!
+//! - [`recipe`]: runs the config's stages in order into a run folder, resumably;
 //! - [`config`]: the experiment config (`configs/*.toml`);
 //! - [`data`]: Moving Shapes or a folder of captioned clips;
 //! - [`autoencoder`]: stage 1 and decoder fine-tuning, PSNR and the latent scale factor;
@@ -12,17 +14,20 @@
 //! - [`memory`]: the memory a run needs, estimated from its config;
 //! - [`preview`]: sample sheets during training;
 //! - [`trainer`]: the stage-2 loop;
-//! - [`progress`]: progress bar, loss CSV and loss plot.
+//! - [`progress`]: progress bar, loss CSV and loss plot;
+//! - [`fidelity`]: prompt fidelity against training time (`fidelity.csv`, `fidelity.png`).
 
 pub mod autoencoder;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
+pub mod fidelity;
 pub mod latent_cache;
 pub mod loss;
 pub mod lr_schedule;
 pub mod memory;
 pub mod preview;
 pub mod progress;
+pub mod recipe;
 pub mod trainer;

@@ -1,5 +1,6 @@
-//! `dit-train`: trains the visual autoencoder (stage 1), then the DiT on its
-//! frozen latents (stage 2), into a run folder that `dit-infer` loads.
+//! `dit-train`: runs the stages of a config's recipe (the visual autoencoder, the
+//! DiT on its frozen latents, decoder fine-tunings) into a run folder that
+//! `dit-infer` loads.
 
 /// mimalloc, keeping freed memory for reuse (see `dit_infer::allocator`).
 #[global_allocator]
@@ -11,13 +12,16 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_model::Backend;
-use dit_model::run::{self, CONFIG_FILE};
-use dit_train::config::ExperimentConfig;
+use dit_model::run::{
+    self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, TRAIN_DIR, read_autoencoder_report,
+};
+use dit_train::autoencoder::{self, DecoderRound};
+use dit_train::config::{ExperimentConfig, Stage};
 use dit_train::data::ClipSource;
 use dit_train::memory::{MemoryEstimate, human_bytes, machine_memory};
-use dit_train::{autoencoder, trainer};
+use dit_train::recipe::{self, RECIPE_FILE};
 
-/// Train a text-to-video Diffusion Transformer.
+/// Train a text-to-video Diffusion Transformer: every stage of the config's recipe, in order.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -27,13 +31,14 @@ struct Args {
     /// Run folder to write (default: runs/<config name>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue the run in this folder from its newest checkpoint (its config.toml is used).
+    /// Continue the run in this folder where it stopped (its config.toml is used).
     #[arg(long, conflicts_with_all = ["out", "config"])]
     resume: Option<PathBuf>,
     /// Override the config's seed (data, initialisation, noise, sampling).
     #[arg(long)]
     seed: Option<u64>,
-    /// Override the number of DiT training steps (`dit_training.steps`).
+    /// Override the number of DiT training steps (`dit_training.steps`); with --resume,
+    /// a finished DiT stage continues to the new length.
     #[arg(long)]
     dit_steps: Option<usize>,
     /// Refuse configs whose memory estimate exceeds this many GiB (default: the machine's memory).
@@ -42,19 +47,16 @@ struct Args {
     /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
     #[arg(long)]
     backend: Option<Backend>,
-    /// Stage to run (default: both).
+    /// Something other than the recipe.
     #[command(subcommand)]
-    stage: Option<Stage>,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
-enum Stage {
-    /// Stage 1: train the visual autoencoder.
-    Autoencoder,
-    /// Stage 2: train the DiT on the frozen autoencoder's latents.
-    Dit,
-    /// Fine-tune the decoder of a run's autoencoder with its encoder frozen (`--resume RUN`):
-    /// the latent space is unchanged, so the run's DiT stays valid and decodes more sharply.
+enum Command {
+    /// Fine-tune the decoder of a finished run's autoencoder with its encoder frozen
+    /// (`--resume RUN`), outside its recipe: the latent space is unchanged, so the run's
+    /// DiT stays valid and decodes more sharply.
     Decoder {
         /// Optimiser steps of the decoder.
         #[arg(long)]
@@ -73,7 +75,7 @@ enum Stage {
 fn run(args: Args) -> Result<()> {
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
     let device = backend.device().map_err(anyhow::Error::msg)?;
-    let (run_dir, config_path, resume) = match &args.resume {
+    let (run_dir, config_path) = match &args.resume {
         Some(dir) => {
             if !dir.join(CONFIG_FILE).is_file() {
                 bail!(
@@ -81,7 +83,7 @@ fn run(args: Args) -> Result<()> {
                     dir.display()
                 );
             }
-            (dir.clone(), dir.join(CONFIG_FILE), true)
+            (dir.clone(), dir.join(CONFIG_FILE))
         }
         None => {
             let stem = args
@@ -95,7 +97,6 @@ fn run(args: Args) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("runs").join(stem)),
                 args.config.clone(),
-                false,
             )
         }
     };
@@ -109,37 +110,33 @@ fn run(args: Args) -> Result<()> {
     config.validate()?;
     check_memory(&config, args.max_memory)?;
 
-    if let Some(Stage::Decoder {
+    if let Some(Command::Decoder {
         steps,
         learning_rate,
         latent_noise,
-    }) = args.stage
+    }) = args.command
     {
-        if !resume {
+        if args.resume.is_none() {
             bail!("`decoder` fine-tunes an existing run: give it with --resume RUN");
         }
         let source = ClipSource::open(&config)?;
-        let (before, report) = autoencoder::finetune_decoder(
-            &config,
-            &source,
-            &run_dir,
-            &device,
-            steps,
-            learning_rate,
-            latent_noise,
-        )?;
+        let report = read_autoencoder_report(&run_dir)?;
+        let round = DecoderRound::after(&report, steps, learning_rate, latent_noise);
+        let (before, report) =
+            autoencoder::finetune_decoder(&config, &source, &run_dir, &device, &round)?;
         eprintln!(
             "decoder: PSNR {:.2} → {:.2} dB after {steps} steps ({} in all), latent space unchanged",
             before.psnr, report.psnr, report.decoder_steps
         );
         return Ok(());
     }
-    if !resume
-        && args.stage != Some(Stage::Autoencoder)
-        && run_dir.join(run::TRAIN_DIR).join(run::LATEST_FILE).exists()
+    if args.resume.is_none()
+        && [RECIPE_FILE, AUTOENCODER_REPORT_FILE, TRAIN_DIR]
+            .iter()
+            .any(|f| run_dir.join(f).exists())
     {
         bail!(
-            "{} already holds DiT checkpoints: continue it with `--resume {}` or choose another --out",
+            "{} already holds a run: continue it with `--resume {}` or choose another --out",
             run_dir.display(),
             run_dir.display()
         );
@@ -149,24 +146,18 @@ fn run(args: Args) -> Result<()> {
     run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let source = ClipSource::open(&config)?;
     eprintln!(
-        "run folder {} · backend {backend} · seed {}",
+        "run folder {} · backend {backend} · seed {} · {} stages",
         run_dir.display(),
-        config.seed
+        config.seed,
+        config.stages.len()
     );
-
-    if args.stage != Some(Stage::Dit) && !resume {
-        let report = autoencoder::train(&config, &source, &run_dir, &device)?;
-        eprintln!(
-            "autoencoder: PSNR {:.2} dB, latent scale {:.4}, {} steps in {:.0} s",
-            report.psnr, report.latent_scale, report.steps, report.seconds
-        );
-    }
-    if args.stage != Some(Stage::Autoencoder) {
-        let report = trainer::train(&config, &source, &run_dir, &device, resume)?;
-        eprintln!(
-            "dit: {} steps, loss {:.4}, {:.0} s of training",
-            report.steps, report.final_loss, report.seconds
-        );
+    let state = recipe::run(&config, &source, &run_dir, &device)?;
+    eprintln!(
+        "finished {} stages in {:.0} s of training",
+        state.finished.len(),
+        state.seconds()
+    );
+    if config.stages.contains(&Stage::Dit) {
         eprintln!(
             "sample from it: cargo run --release -p dit-infer -- --checkpoint {} --prompt \"a red circle moving right\"",
             run_dir.display()

@@ -22,6 +22,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::ema;
+use crate::fidelity::{FidelityLog, FidelityPoint, measure, measures_fidelity};
 use crate::latent_cache::LatentCache;
 use crate::loss::{StepDraws, diffusion_loss};
 use crate::lr_schedule::learning_rate;
@@ -52,15 +53,26 @@ pub struct DitReport {
     pub final_loss: f64,
     /// Training seconds (including earlier runs when resumed).
     pub seconds: f64,
+    /// Seconds spent encoding the training clips into the latent cache.
+    pub encode_seconds: f64,
 }
 
-/// Trains the DiT; resumes from the run folder's newest checkpoint when `resume` is set.
+/// Where stage 2 stands in the recipe: what its fidelity measurements are labelled with.
+#[derive(Debug, Clone, Copy)]
+pub struct StageClock {
+    /// The stage's number (1-based).
+    pub stage: usize,
+    /// Training seconds of the stages before it.
+    pub seconds_before: f64,
+}
+
+/// Trains the DiT, continuing from the run folder's newest checkpoint if it has one.
 pub fn train(
     config: &ExperimentConfig,
     source: &ClipSource,
     run_dir: &Path,
     device: &Device,
-    resume: bool,
+    clock: StageClock,
 ) -> Result<DitReport> {
     let d = &config.dit_training;
     let train_device = device.clone().autodiff();
@@ -90,32 +102,21 @@ pub fn train(
         device,
     )?
     .into_device(&train_device);
+    let encode_seconds = encode_start.elapsed().as_secs_f64();
     eprintln!(
-        "encoded {} training clips into latents in {:.1} s",
-        cache.len(),
-        encode_start.elapsed().as_secs_f64()
+        "encoded {} training clips into latents in {encode_seconds:.1} s",
+        cache.len()
     );
 
-    let loaded = if resume {
-        Checkpoint::load_latest(run_dir, d, &spec.model.dit, config.seed, &train_device)?
-    } else {
-        None
-    };
+    let loaded = Checkpoint::load_latest(run_dir, d, &spec.model.dit, config.seed, &train_device)?;
     let mut ckpt = match loaded {
         Some(ckpt) => {
             eprintln!("resuming from step {}", ckpt.state.step);
             ckpt
         }
-        None => {
-            if resume {
-                eprintln!(
-                    "no checkpoint in {}: starting from step 0",
-                    run_dir.join(TRAIN_DIR).display()
-                );
-            }
-            Checkpoint::fresh(&spec.model.dit, d, config.seed, &train_device)?
-        }
+        None => Checkpoint::fresh(&spec.model.dit, d, config.seed, &train_device)?,
     };
+    let fidelity = FidelityLog::open(run_dir, clock.stage, ckpt.state.step)?;
 
     let schedule = config.diffusion.build();
     let (log_path, _) = loss_paths(run_dir, LossChart::Dit.log_name());
@@ -169,20 +170,39 @@ pub fn train(
             progress.update(done, &format!("loss {final_loss:.4}"), true);
             (window_sum, window_len) = (0.0, 0);
         }
+        let ema_model = TextToVideo {
+            spec: &spec,
+            tokenizer: &tokenizer,
+            autoencoder: &ae,
+            dit: &ckpt.ema,
+        };
+        // Measured before the checkpoint of the same step is saved, so that a run
+        // interrupted in between measures it again when it resumes.
+        if measures_fidelity(config)
+            && ((d.fidelity_every > 0 && done % d.fidelity_every == 0) || done == d.steps)
+        {
+            let scores = measure(
+                ema_model,
+                d.fidelity_sampling_steps,
+                config.guidance,
+                config.seed,
+                device,
+            )?;
+            let seconds =
+                clock.seconds_before + encode_seconds + seconds_before + progress.elapsed();
+            let point = FidelityPoint::new(seconds, clock.stage, "dit", done, scores);
+            fidelity.append(&point)?;
+            progress.println(&format!("step {done}: {}", point.summary()));
+        }
         if done % d.checkpoint_every == 0 || done == d.steps {
+            ckpt.state.seconds = seconds_before + progress.elapsed();
             ckpt.save(run_dir)?;
             save_module(&ckpt.ema, &run_dir.join(DIT_FILE))?;
             LossChart::Dit.write(run_dir)?;
         }
         if d.preview_every > 0 && (done % d.preview_every == 0 || done == d.steps) {
-            let model = TextToVideo {
-                spec: &spec,
-                tokenizer: &tokenizer,
-                autoencoder: &ae,
-                dit: &ckpt.ema,
-            };
             let path = write_preview(
-                model,
+                ema_model,
                 &preview_prompts,
                 config.guidance,
                 config.seed,
@@ -194,9 +214,14 @@ pub fn train(
         }
     }
     progress.finish();
+    if final_loss.is_nan() {
+        // Nothing left to train (a finished run): the last logged loss.
+        final_loss = log.record().points.last().map_or(f64::NAN, |p| p.1);
+    }
     Ok(DitReport {
         steps: ckpt.state.step,
         final_loss,
         seconds: ckpt.state.seconds,
+        encode_seconds,
     })
 }

@@ -42,85 +42,220 @@ fn dit_train(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A micro config with more DiT steps and frequent checkpoints.
-fn long_micro(dir: &Path) -> PathBuf {
+/// The micro recipe with every kind of stage (autoencoder, a noisy decoder round, the
+/// DiT, a clean decoder round), long enough and checkpointed often enough to be killed
+/// inside each stage.
+fn recipe_micro(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(micro()).unwrap();
     let text = text
         .replacen(
-            "[dit_training]\nsteps = 6\n",
-            "[dit_training]\nsteps = 200\n",
+            "[autoencoder_training]\nsteps = 3\n",
+            "[autoencoder_training]\nsteps = 40\n",
             1,
         )
-        .replacen("checkpoint_every = 3\n", "checkpoint_every = 2\n", 1);
-    let path = dir.join("long.toml");
+        .replacen(
+            "[dit_training]\nsteps = 6\n",
+            "[dit_training]\nsteps = 60\n",
+            1,
+        )
+        .replacen("checkpoint_every = 3\n", "checkpoint_every = 2\n", 1)
+        .replacen("fidelity_every = 3\n", "fidelity_every = 20\n", 1);
+    let stages = text.find("[[stages]]").unwrap();
+    let text = format!(
+        "{}{}",
+        &text[..stages],
+        r#"[[stages]]
+stage = "autoencoder"
+
+[[stages]]
+stage = "decoder"
+steps = 30
+learning_rate = 0.001
+latent_noise = 0.3
+
+[[stages]]
+stage = "dit"
+
+[[stages]]
+stage = "decoder"
+steps = 30
+learning_rate = 0.0005
+latent_noise = 0.0
+"#
+    );
+    let path = dir.join("recipe.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-#[test]
-fn killed_training_resumes_to_the_same_weights() {
-    let dir_guard = temp_dir("kill");
-    let dir = dir_guard.path().to_path_buf();
-    let config = long_micro(&dir);
-    let straight = dir.join("straight");
-    let killed = dir.join("killed");
-    for run in [&straight, &killed] {
-        let o = dit_train(&[
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "autoencoder",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+/// What must be equal between two runs of one recipe: every parameter value (burnpack
+/// files also hold parameter ids, which are random per process), and every number of the
+/// logs and reports except the times.
+fn run_contents(run: &Path) -> Vec<(String, String)> {
+    let spec = dit_model::run::read_spec(run).unwrap();
+    let device = burn::tensor::Device::default();
+    let mut contents = Vec::new();
+    let ae = spec.model.autoencoder.init(&device).unwrap();
+    let ae = load_module(ae, &run.join("autoencoder.bpk")).unwrap();
+    contents.push((
+        "autoencoder.bpk".into(),
+        format!("{:?}", named_parameters(&ae)),
+    ));
+    for file in ["dit_ema.bpk", "train/step-0000060/dit.bpk"] {
+        let dit = spec.model.dit.init(&device).unwrap();
+        let dit = load_module(dit, &run.join(file)).unwrap();
+        contents.push((file.into(), format!("{:?}", named_parameters(&dit))));
     }
-    // Same autoencoder in both runs, so that only the DiT stage is compared.
-    std::fs::copy(
-        straight.join("autoencoder.bpk"),
-        killed.join("autoencoder.bpk"),
-    )
-    .unwrap();
-    std::fs::copy(
-        straight.join("autoencoder.json"),
-        killed.join("autoencoder.json"),
-    )
-    .unwrap();
-    let o = dit_train(&["--resume", straight.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Loss logs: step and loss of each line (not the notes of resumptions, not the times).
+    for file in ["autoencoder_loss.csv", "decoder_loss.csv", "loss.csv"] {
+        let text = std::fs::read_to_string(run.join(file)).unwrap();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(',').take(2).collect::<Vec<_>>().join(","))
+            .collect();
+        contents.push((file.into(), lines.join("\n")));
+    }
+    // fidelity.csv without its first column (seconds).
+    let text = std::fs::read_to_string(run.join("fidelity.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().map(|l| l.split_once(',').unwrap().1).collect();
+    contents.push(("fidelity.csv".into(), lines.join("\n")));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("autoencoder.json")).unwrap())
+            .unwrap();
+    contents.push((
+        "autoencoder.json".into(),
+        format!(
+            "{} {} {} {}",
+            report["psnr"], report["latent_scale"], report["steps"], report["decoder_steps"]
+        ),
+    ));
+    let recipe: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("recipe.json")).unwrap()).unwrap();
+    for stage in recipe["finished"].as_array().unwrap() {
+        contents.push((
+            "recipe.json".into(),
+            format!("{} {}", stage["stage"], stage["result"]),
+        ));
+    }
+    contents
+}
 
-    // SIGKILL at pseudo-random moments, resuming each time.
+/// Asserts two [`run_contents`] are equal, naming the files that differ.
+fn assert_same(got: &[(String, String)], expected: &[(String, String)], what: &str) {
+    let differ: Vec<String> = got
+        .iter()
+        .zip(expected)
+        .filter(|(a, b)| a != b)
+        .map(|(a, b)| {
+            let short = |t: &str| t.chars().take(300).collect::<String>();
+            format!(
+                "{}:\n  got      {}\n  expected {}",
+                a.0,
+                short(&a.1),
+                short(&b.1)
+            )
+        })
+        .collect();
+    assert!(
+        differ.is_empty() && got.len() == expected.len(),
+        "{what}: {}",
+        differ.join("\n")
+    );
+}
+
+#[test]
+fn the_recipe_runs_every_stage_and_a_killed_run_resumes_bit_identically() {
+    let dir_guard = temp_dir("recipe");
+    let dir = dir_guard.path().to_path_buf();
+    let config = recipe_micro(&dir);
+    let fresh = |run: &Path| {
+        vec![
+            "--config".to_string(),
+            config.to_str().unwrap().to_string(),
+            "--out".to_string(),
+            run.to_str().unwrap().to_string(),
+        ]
+    };
+    let straight = dir.join("straight");
+    let again = dir.join("again");
+    for run in [&straight, &again] {
+        let args = fresh(run);
+        let o = dit_train(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{stderr}");
+        for stage in 1..=4 {
+            assert!(stderr.contains(&format!("stage {stage}/4 (")), "{stderr}");
+        }
+    }
+    let expected = run_contents(&straight);
+    assert_same(
+        &run_contents(&again),
+        &expected,
+        "the same seed gave another run",
+    );
+    // Stages 1, 2 and 4 leave no checkpoints once finished; fidelity was measured during
+    // the DiT (steps 20, 40, 60) and after the decoder round that follows it.
+    assert!(!straight.join("train/stage-1").exists());
+    let fidelity = std::fs::read_to_string(straight.join("fidelity.csv")).unwrap();
+    let points: Vec<(&str, &str)> = fidelity
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[1], f[3])
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [("3", "20"), ("3", "40"), ("3", "60"), ("4", "30")],
+        "{fidelity}"
+    );
+    assert!(straight.join("fidelity.png").is_file());
+
+    // SIGKILL inside each stage: as soon as its first checkpoint is written, and at
+    // pseudo-random moments; resumed each time.
+    let killed = dir.join("killed");
+    let resume = vec!["--resume".to_string(), killed.to_str().unwrap().to_string()];
     let mut kills = 0;
-    for delay_ms in [40u64, 170, 90, 260, 130, 60, 210] {
+    let mut start = |args: &[String], kill_when: &dyn Fn() -> bool, timeout_ms: u64| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dit-train"))
-            .args(["--resume", killed.to_str().unwrap()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
+        let begun = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if kill_when() || begun.elapsed() > Duration::from_millis(timeout_ms) {
+                child.kill().unwrap();
+                kills += 1;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
         child.wait().unwrap();
-    }
-    let o = dit_train(&["--resume", killed.to_str().unwrap()]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(kills >= 3, "only {kills} runs were killed before finishing");
-    // Parameter values (burnpack files also hold parameter ids, which are random per process).
-    let spec = dit_model::run::read_spec(&straight).unwrap();
-    let device = burn::tensor::Device::default();
-    let load = |path: PathBuf| {
-        let dit = spec.model.dit.init(&device).unwrap();
-        named_parameters(&load_module(dit, &path).unwrap())
     };
-    for file in ["dit_ema.bpk", "train/step-0000200/dit.bpk"] {
-        assert_eq!(
-            load(straight.join(file)),
-            load(killed.join(file)),
-            "{file} differs"
-        );
+    let never = || false;
+    let exists = |path: &'static str| {
+        let path = killed.join(path);
+        move || path.exists()
+    };
+    start(&fresh(&killed), &exists("train/stage-1/latest"), 60_000);
+    start(&resume, &exists("train/stage-2/latest"), 60_000);
+    start(&resume, &exists("train/latest"), 60_000);
+    start(&resume, &exists("train/stage-4/latest"), 60_000);
+    for delay_ms in [150u64, 40, 260, 90] {
+        start(&resume, &never, delay_ms);
     }
+    let o = dit_train(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(kills >= 4, "only {kills} runs were killed before finishing");
+    assert_same(
+        &run_contents(&killed),
+        &expected,
+        "the killed run ended elsewhere",
+    );
 }
 
 fn expect_error(args: &[&str], needle: &str) {
@@ -209,7 +344,6 @@ fn bad_configs_are_one_line_errors() {
                 path.to_str().unwrap(),
                 "--out",
                 dir.join(name).to_str().unwrap(),
-                "autoencoder",
             ],
             needle,
         );
@@ -280,7 +414,6 @@ fn bad_data_folders_are_one_line_errors() {
                 config.to_str().unwrap(),
                 "--out",
                 out.to_str().unwrap(),
-                "autoencoder",
             ],
             needle,
         );
@@ -445,7 +578,6 @@ fn oversized_clips_are_refused_before_decoding() {
             .arg(env!("CARGO_BIN_EXE_dit-train"))
             .args(["--config", config.to_str().unwrap()])
             .args(["--out", dir.join(name).join("run").to_str().unwrap()])
-            .arg("autoencoder")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
@@ -668,7 +800,6 @@ fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
                 config.to_str().unwrap(),
                 "--out",
                 out.to_str().unwrap(),
-                "autoencoder",
             ],
             needle,
         );

@@ -15,7 +15,7 @@ use dit_model::run::{
     load_module, save_module,
 };
 use dit_model::weights::named_parameters;
-use dit_train::autoencoder;
+use dit_train::autoencoder::{self, DecoderRound};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
@@ -129,6 +129,19 @@ fn checkpoints_reload_bit_identically() {
     a.into_data().assert_eq(&b.into_data(), true);
 }
 
+/// The DiT as stage 2 of a recipe.
+const CLOCK: trainer::StageClock = trainer::StageClock {
+    stage: 2,
+    seconds_before: 0.0,
+};
+
+/// A decoder round of `steps` steps at learning rate 2e-3 after those the run in `dir`
+/// has done.
+fn round(dir: &Path, steps: usize, latent_noise: f64) -> DecoderRound {
+    let report = dit_model::run::read_autoencoder_report(dir).unwrap();
+    DecoderRound::after(&report, steps, 2e-3, latent_noise)
+}
+
 /// Runs stage 1 into `dir`, or copies its result from `from`.
 fn with_autoencoder(
     config: &ExperimentConfig,
@@ -143,7 +156,7 @@ fn with_autoencoder(
             }
         }
         None => {
-            autoencoder::train(config, source, dir, &Device::default()).unwrap();
+            autoencoder::train(config, source, dir, &Device::default(), None).unwrap();
         }
     }
 }
@@ -159,7 +172,7 @@ fn resumed_training_ends_with_the_same_weights() {
     let straight = straight_guard.path().to_path_buf();
     with_autoencoder(&config, &source, &straight, None);
     let ae_before = std::fs::read(straight.join(AUTOENCODER_FILE)).unwrap();
-    trainer::train(&config, &source, &straight, &device, false).unwrap();
+    trainer::train(&config, &source, &straight, &device, CLOCK).unwrap();
     assert_eq!(
         std::fs::read(straight.join(AUTOENCODER_FILE)).unwrap(),
         ae_before,
@@ -172,8 +185,8 @@ fn resumed_training_ends_with_the_same_weights() {
     with_autoencoder(&config, &source, &interrupted, Some(&straight));
     let mut short = micro();
     short.dit_training.steps = 3;
-    trainer::train(&short, &source, &interrupted, &device, false).unwrap();
-    let report = trainer::train(&config, &source, &interrupted, &device, true).unwrap();
+    trainer::train(&short, &source, &interrupted, &device, CLOCK).unwrap();
+    let report = trainer::train(&config, &source, &interrupted, &device, CLOCK).unwrap();
     assert_eq!(report.steps, 6);
 
     let load = |dir: &Path| {
@@ -212,7 +225,7 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
     let device = Device::default();
     let dir_guard = temp_dir("decoder");
     let dir = dir_guard.path().to_path_buf();
-    let before = autoencoder::train(&config, &source, &dir, &device).unwrap();
+    let before = autoencoder::train(&config, &source, &dir, &device, None).unwrap();
     let load = || {
         let ae = config.model.autoencoder.init(&device).unwrap();
         load_module(ae, &dir.join(AUTOENCODER_FILE)).unwrap()
@@ -229,7 +242,8 @@ fn decoder_finetuning_keeps_the_encoder_and_lowers_the_error() {
     );
 
     let (reported_before, after) =
-        autoencoder::finetune_decoder(&config, &source, &dir, &device, 40, 2e-3, 0.0).unwrap();
+        autoencoder::finetune_decoder(&config, &source, &dir, &device, &round(&dir, 40, 0.0))
+            .unwrap();
     assert_eq!(reported_before, saved_before);
     let new = load();
     assert!(
@@ -266,7 +280,7 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     let device = Device::default();
     let base_guard = temp_dir("decoder-noise");
     let base = base_guard.path().to_path_buf();
-    autoencoder::train(&config, &source, &base, &device).unwrap();
+    autoencoder::train(&config, &source, &base, &device, None).unwrap();
     let copy = |name: &str| {
         let dir = base.join(name);
         std::fs::create_dir_all(&dir).unwrap();
@@ -277,7 +291,8 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     };
     let decoder_after = |dir: &Path, noise: f64| {
         let (_, report) =
-            autoencoder::finetune_decoder(&config, &source, dir, &device, 5, 2e-3, noise).unwrap();
+            autoencoder::finetune_decoder(&config, &source, dir, &device, &round(dir, 5, noise))
+                .unwrap();
         let ae = config.model.autoencoder.init(&device).unwrap();
         let ae = load_module(ae, &dir.join(AUTOENCODER_FILE)).unwrap();
         (named_parameters(&ae.decoder), report.decoder_latent_noise)
@@ -316,7 +331,7 @@ fn noisy_decoder_finetuning_is_seeded_recorded_and_logged() {
     assert!(dir.join("decoder_loss.png").is_file());
     for bad in [-0.1, f64::NAN, 11.0] {
         let err =
-            autoencoder::finetune_decoder(&config, &source, &copy("d"), &device, 5, 2e-3, bad)
+            autoencoder::finetune_decoder(&config, &source, &dir, &device, &round(&dir, 5, bad))
                 .unwrap_err();
         assert!(err.to_string().contains("--latent-noise"), "{err}");
     }

@@ -57,9 +57,9 @@ struct Args {
     /// Denoising steps.
     #[arg(long, global = true, default_value_t = 50)]
     steps: usize,
-    /// Sampler: ddim or ddpm.
-    #[arg(long, global = true, default_value = "ddim")]
-    sampler: SamplerKind,
+    /// Sampler: ddim, ddpm or euler (default: euler for a rectified-flow checkpoint, else ddim).
+    #[arg(long, global = true)]
+    sampler: Option<SamplerKind>,
     /// DDIM stochasticity η in [0, 1] (0 is deterministic).
     #[arg(long, global = true, default_value_t = 0.0)]
     eta: f64,
@@ -110,6 +110,16 @@ fn default_checkpoint() -> PathBuf {
         local
     } else {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny")
+    }
+}
+
+/// The sampler the options ask for, or the model's default ([`SamplerKind::default_for`]),
+/// with `--eta` for DDIM.
+fn sampler(args: &Args, model: &TrainedModel) -> SamplerKind {
+    let prediction = model.spec.diffusion.prediction;
+    match args.sampler.unwrap_or(SamplerKind::default_for(prediction)) {
+        SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
+        other => other,
     }
 }
 
@@ -181,15 +191,12 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
     let model = TrainedModel::load(&checkpoint, &device)?;
     let sampling = GenerateOptions {
         steps: args.steps,
-        sampler: match args.sampler {
-            SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
-            other => other,
-        },
+        sampler: sampler(args, &model),
         guidance: args.cfg.unwrap_or(model.spec.guidance),
         seed: args.seed,
         prompt_offset: 0,
     };
-    sampling.validate(model.spec.diffusion.steps)?;
+    sampling.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
     let options = EvalOptions {
         seeds,
         sampling,
@@ -252,15 +259,11 @@ fn run(args: Args) -> Result<()> {
         }
         check_writable(sheet)?;
     }
-    let sampler = match args.sampler {
-        SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
-        other => other,
-    };
-
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
     let device = backend.device().map_err(anyhow::Error::msg)?;
     let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
     let model = TrainedModel::load(&checkpoint, &device)?;
+    let sampler = sampler(&args, &model);
     let options = GenerateOptions {
         steps: args.steps,
         sampler,
@@ -269,7 +272,7 @@ fn run(args: Args) -> Result<()> {
         prompt_offset: 0,
     };
     // Every option and every prompt is checked before the first clip is made.
-    options.validate(model.spec.diffusion.steps)?;
+    options.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
     tokenize((&model).into(), &prompts, &device)?;
 
     let chunks = prompts.len().div_ceil(args.batch_size);

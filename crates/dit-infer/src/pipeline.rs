@@ -4,12 +4,13 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_data::{Clip, video_to_clips};
+use dit_model::flow;
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
 use dit_model::tokenizer::TokenizeError;
-use dit_model::{Dit, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
+use dit_model::{Dit, Prediction, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
 
-use crate::sampler::{SamplerKind, guide, respace, sample};
+use crate::sampler::{SamplerKind, euler, flow_sigmas, guide, respace, sample};
 
 /// What generation reads of a trained model, borrowed: training previews pass
 /// the EMA DiT they are training without copying it.
@@ -80,8 +81,18 @@ fn shorten(prompt: &str) -> String {
 }
 
 impl GenerateOptions {
-    /// Checks the settings against the model's schedule.
-    pub fn validate(&self, total_steps: usize) -> Result<(), GenerateError> {
+    /// Checks the settings against the model's schedule and what it predicts.
+    pub fn validate(
+        &self,
+        total_steps: usize,
+        prediction: Prediction,
+    ) -> Result<(), GenerateError> {
+        if !self.sampler.fits(prediction) {
+            return Err(GenerateError::Options(format!(
+                "this checkpoint is a rectified flow: sample it with --sampler euler, not {}",
+                self.sampler
+            )));
+        }
         if self.steps == 0 || self.steps > total_steps {
             return Err(GenerateError::Options(format!(
                 "--steps must be between 1 and {total_steps} (the model's diffusion steps), got {}",
@@ -142,7 +153,8 @@ pub fn generate(
     on_step: impl FnMut(usize),
 ) -> Result<Vec<Clip>, GenerateError> {
     let schedule = model.spec.diffusion.build();
-    options.validate(schedule.len())?;
+    let prediction = model.spec.diffusion.prediction;
+    options.validate(schedule.len(), prediction)?;
     if prompts.is_empty() {
         return Err(GenerateError::Options("no prompt given".into()));
     }
@@ -176,35 +188,78 @@ pub fn generate(
     let x_t = Tensor::cat(per_item, 0);
     let mut rng = rng_for(options.seed, Stream::SamplerNoise, options.prompt_offset);
 
-    let prediction = model.spec.diffusion.prediction;
-    let eps = |x: Tensor<5>, t: usize| {
+    // The DiT's output at `x` and timestep `t`, guided: ε, v or a flow's velocity.
+    let guided_output = |x: Tensor<5>, t: f64| {
         let n = if guided { 2 * batch } else { batch };
         let steps = Tensor::<1>::full([n], t as f32, device);
         let input = if guided {
-            Tensor::cat(vec![x.clone(), x.clone()], 0)
+            Tensor::cat(vec![x.clone(), x], 0)
         } else {
-            x.clone()
+            x
         };
         let out = model.dit.forward(input, steps, &text);
         // Guidance is affine, so guiding v and converting equals guiding ε.
-        let out = if guided {
+        if guided {
             let cond = out.clone().narrow(0, 0, batch);
             let uncond = out.narrow(0, batch, batch);
             guide(cond, uncond, options.guidance)
         } else {
             out
-        };
-        prediction.epsilon(x, out, schedule.alpha_bar(t))
+        }
     };
-    let latent = sample(
-        &schedule,
-        &respace(schedule.len(), options.steps),
-        options.sampler,
-        x_t,
-        &mut rng,
-        eps,
-        on_step,
-    );
+    let latent = if prediction == Prediction::Flow {
+        let velocity =
+            |x: Tensor<5>, sigma: f64| guided_output(x, flow::timestep(sigma, schedule.len()));
+        euler(&flow_sigmas(options.steps), x_t, velocity, on_step)
+    } else {
+        let eps = |x: Tensor<5>, t: usize| {
+            let out = guided_output(x.clone(), t as f64);
+            prediction.epsilon(x, out, schedule.alpha_bar(t))
+        };
+        let timesteps = respace(schedule.len(), options.steps);
+        sample(
+            &schedule,
+            &timesteps,
+            options.sampler,
+            x_t,
+            &mut rng,
+            eps,
+            on_step,
+        )
+    };
     let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]
     Ok(video_to_clips(video))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_is_sampled_with_euler_only() {
+        let options = |sampler| GenerateOptions {
+            steps: 10,
+            sampler,
+            guidance: 3.0,
+            seed: 0,
+            prompt_offset: 0,
+        };
+        let err = options(SamplerKind::Ddim { eta: 0.0 })
+            .validate(1000, Prediction::Flow)
+            .unwrap_err();
+        assert!(err.to_string().contains("--sampler euler"), "{err}");
+        assert!(
+            options(SamplerKind::Ddpm)
+                .validate(1000, Prediction::Flow)
+                .is_err()
+        );
+        for prediction in [Prediction::Flow, Prediction::Velocity, Prediction::Epsilon] {
+            options(SamplerKind::Euler)
+                .validate(1000, prediction)
+                .unwrap();
+        }
+        options(SamplerKind::Ddpm)
+            .validate(1000, Prediction::Velocity)
+            .unwrap();
+    }
 }

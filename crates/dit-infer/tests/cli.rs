@@ -211,7 +211,7 @@ fn bad_input_is_a_clear_error() {
             "--eta must be in [0, 1]",
         ),
         (
-            vec!["--prompt", "a red circle moving up", "--sampler", "euler"],
+            vec!["--prompt", "a red circle moving up", "--sampler", "heun"],
             "unknown sampler",
         ),
     ];

@@ -10,7 +10,7 @@
 //! | adaLN-Zero transformer block | [`block`], [`attention`], [`layers`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
 //! | the whole network and its config, published sizes | [`dit`] |
-//! | forward noising process | [`schedule`] |
+//! | forward noising: the β schedule, or a straight line (rectified flow) | [`schedule`], [`flow`] |
 //! | config errors and shared checks | [`validate`] |
 //! | the run folder: layout, spec, checkpoints, atomic writes | [`run`] |
 //! | named random streams (one home for every seed) | [`seed`] |
@@ -24,6 +24,7 @@ pub mod backend;
 pub mod block;
 pub mod dit;
 pub mod final_layer;
+pub mod flow;
 pub mod fused;
 pub mod layers;
 pub mod noise;

@@ -32,6 +32,10 @@ pub enum Prediction {
     Epsilon,
     /// The velocity `v = √ᾱ_t·ε − √(1−ᾱ_t)·x_0` (Salimans & Ho 2022).
     Velocity,
+    /// Rectified flow ([`crate::flow`]): the latent is noised along the straight line
+    /// `(1 − σ)·x_0 + σ·ε` instead of the β schedule, the network predicts its velocity
+    /// `ε − x_0`, and sampling is the Euler sampler's.
+    Flow,
 }
 
 impl Prediction {
@@ -48,6 +52,7 @@ impl Prediction {
     ) -> Tensor<D> {
         match self {
             Prediction::Epsilon => noise,
+            Prediction::Flow => crate::flow::velocity(x0, noise),
             Prediction::Velocity => {
                 let device = x0.device();
                 let signal =
@@ -62,7 +67,9 @@ impl Prediction {
     }
 
     /// The noise ε̂ implied by the network `output` at `x_t`, all at one step with
-    /// cumulative product `alpha_bar` (for ε-prediction, the output itself).
+    /// cumulative product `alpha_bar` (for ε-prediction, the output itself). A flow's
+    /// `x_t` is not a point of the β schedule: its output is the velocity the Euler
+    /// sampler integrates, returned as it is.
     pub fn epsilon<const D: usize>(
         self,
         x_t: Tensor<D>,
@@ -70,7 +77,7 @@ impl Prediction {
         alpha_bar: f64,
     ) -> Tensor<D> {
         match self {
-            Prediction::Epsilon => output,
+            Prediction::Epsilon | Prediction::Flow => output,
             // ε = √(1−ᾱ)·x_t + √ᾱ·v
             Prediction::Velocity => x_t * (1.0 - alpha_bar).sqrt() + output * alpha_bar.sqrt(),
         }
@@ -78,7 +85,8 @@ impl Prediction {
 
     /// Min-SNR-γ loss weight (Hang et al. 2023) at signal-to-noise ratio `snr`:
     /// min(SNR, γ)/SNR for ε and min(SNR, γ)/(SNR + 1) for v, so that both weight
-    /// the `x_0` error by min(SNR, γ). γ = 0 turns weighting off (weight 1).
+    /// the `x_0` error by min(SNR, γ). γ = 0 turns weighting off (weight 1), as does a
+    /// flow, whose σ distribution does the weighting ([`crate::flow::logit_normal`]).
     pub fn loss_weight(self, snr: f64, gamma: f64) -> f64 {
         if gamma <= 0.0 {
             return 1.0;
@@ -86,6 +94,7 @@ impl Prediction {
         match self {
             Prediction::Epsilon => snr.min(gamma) / snr,
             Prediction::Velocity => snr.min(gamma) / (snr + 1.0),
+            Prediction::Flow => 1.0,
         }
     }
 }
@@ -105,7 +114,7 @@ pub struct DiffusionConfig {
     /// β_T of the linear schedule.
     #[config(default = 0.02)]
     pub beta_end: f64,
-    /// What the network predicts (ε or v).
+    /// What the network predicts (ε or v), or a rectified flow.
     #[config(default = "Prediction::Epsilon")]
     pub prediction: Prediction,
 }

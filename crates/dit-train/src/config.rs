@@ -8,7 +8,7 @@ use std::path::Path;
 use burn::config::Config;
 use dit_data::MovingShapesConfig;
 use dit_model::validate::{ConfigError, require_in_range, require_positive};
-use dit_model::{DiffusionConfig, ModelConfig};
+use dit_model::{DiffusionConfig, ModelConfig, Prediction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +221,12 @@ impl ExperimentConfig {
         require_in_range("dit_training.ema_decay", d.ema_decay, 0.0, 1.0)?;
         require_in_range("dit_training.caption_dropout", d.caption_dropout, 0.0, 1.0)?;
         require_in_range("dit_training.min_snr_gamma", d.min_snr_gamma, 0.0, 1e6)?;
+        if self.diffusion.prediction == Prediction::Flow && d.min_snr_gamma > 0.0 {
+            return Err(ConfigError::new(
+                "dit_training.min_snr_gamma",
+                "weights the β schedule's steps; a flow (prediction = \"Flow\") needs 0",
+            ));
+        }
         require_in_range("guidance", self.guidance, 0.0, 100.0)?;
         self.validate_stages()
     }

@@ -134,8 +134,8 @@ pub fn measures_fidelity(config: &ExperimentConfig) -> bool {
     config.data.folder.is_none()
 }
 
-/// Judges `model` on every composition once ([`quick_scores`]) with `steps` DDIM steps,
-/// the run's guidance and seed.
+/// Judges `model` on every composition once ([`quick_scores`]) with `steps` steps of its
+/// default sampler (DDIM, or Euler for a flow), the run's guidance and seed.
 pub fn measure(
     model: TextToVideo,
     steps: usize,
@@ -147,7 +147,7 @@ pub fn measure(
         seeds: 1,
         sampling: GenerateOptions {
             steps,
-            sampler: SamplerKind::Ddim { eta: 0.0 },
+            sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
             guidance,
             seed,
             prompt_offset: 0,

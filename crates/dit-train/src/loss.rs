@@ -1,11 +1,12 @@
 //! Stage 2's objective: one step's random draws, and the (min-SNR-weighted) MSE
-//! between the DiT's output and its ε or v target.
+//! between the DiT's output and its ε, v or flow-velocity target.
 //!
 //! Every random draw of step `s` (clip indices, diffusion steps, caption
 //! dropout, noise) comes from the generator of `(seed, s)`, so a run resumed
 //! from a checkpoint replays exactly the steps of an uninterrupted one.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use dit_model::flow;
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
 use dit_model::{Dit, NoiseSchedule, Prediction};
@@ -63,7 +64,8 @@ pub(crate) fn loss_weights(
 }
 
 /// The min-SNR-weighted MSE between the DiT's output and the `prediction` target
-/// (ε or v) of one batch.
+/// (ε or v at the drawn diffusion steps; for a flow, the velocity at σ drawn
+/// logit-normally, unweighted) of one batch.
 pub fn diffusion_loss(
     dit: &Dit,
     schedule: &NoiseSchedule,
@@ -92,10 +94,27 @@ pub fn diffusion_loss(
         })
         .collect();
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, words]), device);
+    // A flow draws its σ from the step's generator too, before the noise.
+    let sigmas: Option<Vec<f64>> = (prediction == Prediction::Flow).then(|| {
+        (0..batch)
+            .map(|_| flow::logit_normal(&mut draws.rng))
+            .collect()
+    });
     let noise = gaussian(&mut draws.rng, [batch, c, f, h, w], device);
-    let x_t = schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps);
+    let (x_t, t): (Tensor<5>, Vec<f32>) = match &sigmas {
+        Some(sigmas) => (
+            flow::interpolate(x0.clone(), noise.clone(), sigmas),
+            sigmas
+                .iter()
+                .map(|&s| flow::timestep(s, schedule.len()) as f32)
+                .collect(),
+        ),
+        None => (
+            schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps),
+            draws.timesteps.iter().map(|&t| t as f32).collect(),
+        ),
+    };
     let target = prediction.target(schedule, x0, noise, &draws.timesteps);
-    let t: Vec<f32> = draws.timesteps.iter().map(|&t| t as f32).collect();
     let t = Tensor::<1>::from_data(TensorData::new(t, [batch]), device);
     let text = dit.encode_text(tokens);
     let predicted = dit.forward(x_t, t, &text);

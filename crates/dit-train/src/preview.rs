@@ -25,7 +25,7 @@ pub(crate) fn write_preview(
 ) -> Result<PathBuf> {
     let options = GenerateOptions {
         steps: PREVIEW_STEPS,
-        sampler: SamplerKind::Ddim { eta: 0.0 },
+        sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
         guidance,
         seed,
         prompt_offset: 0,

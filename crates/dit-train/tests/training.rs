@@ -45,7 +45,7 @@ fn dit_config(config: &ExperimentConfig, source: &ClipSource) -> dit_model::DitC
 
 #[test]
 fn loss_falls_when_overfitting_one_batch() {
-    for prediction in [Prediction::Epsilon, Prediction::Velocity] {
+    for prediction in [Prediction::Epsilon, Prediction::Velocity, Prediction::Flow] {
         let config = micro();
         let source = ClipSource::open(&config).unwrap();
         let device = Device::default().autodiff();

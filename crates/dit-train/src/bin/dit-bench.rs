@@ -221,7 +221,7 @@ fn bench_sample(
         .collect();
     let options = GenerateOptions {
         steps: 50,
-        sampler: SamplerKind::Ddim { eta: 0.0 },
+        sampler: SamplerKind::default_for(config.diffusion.prediction),
         guidance: config.guidance,
         seed: 0,
         prompt_offset: 0,

@@ -813,3 +813,61 @@ fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
         assert!(stderr.contains("clip.mp4"), "{name}: {stderr}");
     }
 }
+
+#[test]
+fn a_flow_recipe_trains_and_samples_with_euler() {
+    let dir_guard = temp_dir("flow");
+    let dir = dir_guard.path().to_path_buf();
+    let text = std::fs::read_to_string(micro())
+        .unwrap()
+        .replacen("prediction = \"Epsilon\"", "prediction = \"Flow\"", 1)
+        .replacen("min_snr_gamma = 5.0", "min_snr_gamma = 0.0", 1);
+    let config = dir.join("flow.toml");
+    std::fs::write(&config, &text).unwrap();
+    let run = dir.join("run");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Its fidelity was measured with the Euler sampler, and it samples with it.
+    assert!(run.join("fidelity.csv").is_file());
+    let device = burn::tensor::Device::default();
+    let model = dit_model::TrainedModel::load(&run, &device).unwrap();
+    assert_eq!(model.spec.diffusion.prediction, dit_model::Prediction::Flow);
+    let options = |sampler| dit_infer::pipeline::GenerateOptions {
+        steps: 4,
+        sampler,
+        guidance: 2.0,
+        seed: 0,
+        prompt_offset: 0,
+    };
+    let prompts = ["a red circle moving right".to_string()];
+    let generate = |sampler| {
+        dit_infer::pipeline::generate(
+            (&model).into(),
+            &prompts,
+            &options(sampler),
+            &device,
+            |_| {},
+        )
+    };
+    let clips = generate(dit_infer::sampler::SamplerKind::Euler).unwrap();
+    assert_eq!((clips.len(), clips[0].frames, clips[0].width), (1, 4, 32));
+    let err = generate(dit_infer::sampler::SamplerKind::Ddim { eta: 0.0 }).unwrap_err();
+    assert!(err.to_string().contains("--sampler euler"), "{err}");
+    // A min-SNR weight is refused for a flow.
+    let weighted = text.replacen("min_snr_gamma = 0.0", "min_snr_gamma = 5.0", 1);
+    std::fs::write(&config, weighted).unwrap();
+    expect_error(
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            dir.join("w").to_str().unwrap(),
+        ],
+        "dit_training.min_snr_gamma",
+    );
+}

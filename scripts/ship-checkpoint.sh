@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes checkpoints/<name> from the one training command: runs the config's whole
 # recipe into runs/<name> (continuing it if that folder holds an unfinished run),
-# evaluates it with `dit-infer eval`, and copies what dit-infer needs and the training
+# evaluates it with `dit-infer eval`, and, if it passes the evaluation bar, copies what dit-infer needs and the training
 # record: model.json, vocab.json, the autoencoder, the EMA DiT, the config, recipe.json,
 # the loss logs and charts, the fidelity curve, the last preview sheet and the
 # evaluation report. Training state (train/) stays in the run folder.
@@ -20,6 +20,10 @@ else
   cargo run --release -p dit-train -- --config "$config" --out "$run"
 fi
 cargo run --release -p dit-infer -- eval --checkpoint "$run" --seeds 2
+if ! grep -q '"bar_misses": \[\]' "$run/eval/eval.json"; then
+  echo "$run misses the evaluation bar (eval.json: bar_misses); $dest is left as it was" >&2
+  exit 1
+fi
 mkdir -p "$dest"
 for f in config.toml recipe.json model.json vocab.json autoencoder.bpk autoencoder.json \
          dit_ema.bpk loss.csv loss.png autoencoder_loss.csv autoencoder_loss.png; do

@@ -137,6 +137,8 @@ pub struct Report {
     pub sampling_seconds: f64,
     /// Accuracies per phrasing group (all 72 compositions).
     pub phrasing_groups: Vec<GroupScores>,
+    /// What the report misses of the project's bar ([`BAR`]); empty when it passes.
+    pub bar_misses: Vec<String>,
     /// Every clip's verdict.
     pub verdicts: Vec<Verdict>,
 }
@@ -239,7 +241,7 @@ pub fn evaluate(
     let sampling_seconds = start.elapsed().as_secs_f64();
     let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
     let (autoencoder_psnr, autoencoder_joint) = autoencoder_check(model, device);
-    let report = Report {
+    let mut report = Report {
         train: Scores::of(verdicts.iter().filter(|v| !v.held_out)),
         held_out: Scores::of(verdicts.iter().filter(|v| v.held_out)),
         autoencoder_psnr,
@@ -250,8 +252,10 @@ pub fn evaluate(
         seeds: options.seeds,
         sampling_seconds,
         phrasing_groups: group_scores(&verdicts),
+        bar_misses: Vec::new(),
         verdicts,
     };
+    report.bar_misses = BAR.misses(&report);
     Ok((report, results))
 }
 
@@ -331,6 +335,71 @@ fn judge_jobs(
     Ok(results)
 }
 
+/// The project's bar for a checkpoint (docs/evaluation.md): joint accuracy on the
+/// training and the held-out compositions, colour and direction accuracy in every
+/// phrasing group, and the autoencoder's PSNR.
+pub struct Bar {
+    /// Joint accuracy on the training compositions.
+    pub train_joint: f64,
+    /// Joint accuracy on the held-out compositions.
+    pub held_out_joint: f64,
+    /// Colour accuracy in each phrasing group.
+    pub group_colour: f64,
+    /// Direction accuracy in each phrasing group.
+    pub group_direction: f64,
+    /// Reconstruction PSNR (dB).
+    pub psnr: f64,
+}
+
+/// The bar of this project.
+pub const BAR: Bar = Bar {
+    train_joint: 0.95,
+    held_out_joint: 0.85,
+    group_colour: 0.98,
+    group_direction: 0.97,
+    psnr: 32.0,
+};
+
+impl Bar {
+    /// What `report` misses of the bar, one line each (empty: it passes).
+    pub fn misses(&self, report: &Report) -> Vec<String> {
+        let mut misses = Vec::new();
+        let mut check = |what: String, value: f64, bar: f64| {
+            if value < bar {
+                misses.push(format!("{what} {value:.3} < {bar}"));
+            }
+        };
+        check(
+            "joint, training compositions".into(),
+            report.train.joint,
+            self.train_joint,
+        );
+        check(
+            "joint, held-out compositions".into(),
+            report.held_out.joint,
+            self.held_out_joint,
+        );
+        for g in &report.phrasing_groups {
+            check(
+                format!("colour, {}", g.group),
+                g.scores.colour,
+                self.group_colour,
+            );
+            check(
+                format!("direction, {}", g.group),
+                g.scores.direction,
+                self.group_direction,
+            );
+        }
+        check(
+            "autoencoder PSNR (dB)".into(),
+            report.autoencoder_psnr,
+            self.psnr,
+        );
+        misses
+    }
+}
+
 /// The report as a table.
 pub fn table(report: &Report) -> String {
     let row = |name: &str, s: &Scores| {
@@ -362,6 +431,14 @@ pub fn table(report: &Report) -> String {
         report.seeds,
         report.sampling_seconds
     );
+    if report.bar_misses.is_empty() {
+        out += "the checkpoint passes the bar (docs/evaluation.md#the-bar)\n";
+    } else {
+        out += &format!(
+            "the checkpoint misses the bar (docs/evaluation.md#the-bar): {}\n",
+            report.bar_misses.join("; ")
+        );
+    }
     out
 }
 
@@ -512,6 +589,58 @@ mod tests {
     }
 
     #[test]
+    fn the_bar_names_every_measure_it_misses() {
+        let scores = |x: f64| Scores {
+            clips: 10,
+            colour: x,
+            shape: x,
+            direction: x,
+            joint: x,
+            area_variation: 0.0,
+        };
+        let group = |name: &str, colour: f64, direction: f64| GroupScores {
+            group: name.into(),
+            scores: Scores {
+                colour,
+                direction,
+                ..scores(1.0)
+            },
+            failures: Vec::new(),
+        };
+        let mut report = Report {
+            train: scores(0.95),
+            held_out: scores(0.85),
+            autoencoder_psnr: 32.0,
+            autoencoder_joint: 1.0,
+            sampler: "DDIM (η = 0)".into(),
+            steps: 50,
+            guidance: 3.0,
+            seeds: 2,
+            sampling_seconds: 1.0,
+            phrasing_groups: vec![
+                group("noun: box", 0.98, 0.97),
+                group("verb: going", 1.0, 1.0),
+            ],
+            bar_misses: Vec::new(),
+            verdicts: Vec::new(),
+        };
+        // Exactly at the bar passes.
+        assert!(BAR.misses(&report).is_empty());
+        report.train = scores(0.94);
+        report.autoencoder_psnr = 31.9;
+        report.phrasing_groups[0] = group("noun: box", 0.97, 0.96);
+        assert_eq!(
+            BAR.misses(&report),
+            [
+                "joint, training compositions 0.940 < 0.95",
+                "colour, noun: box 0.970 < 0.98",
+                "direction, noun: box 0.960 < 0.97",
+                "autoencoder PSNR (dB) 31.900 < 32",
+            ]
+        );
+    }
+
+    #[test]
     fn failures_sheet_says_what_was_asked_and_what_was_judged() {
         assert_eq!(
             failure_text(&verdict(true, false, true)),
@@ -548,6 +677,7 @@ mod tests {
             seeds: 1,
             sampling_seconds: 1.0,
             phrasing_groups: group_scores(&verdicts),
+            bar_misses: Vec::new(),
             verdicts,
         };
         // Nothing failed: no sheet.

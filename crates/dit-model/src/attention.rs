@@ -4,6 +4,7 @@
 
 use burn::module::Module;
 use burn::nn::Linear;
+use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
@@ -89,6 +90,19 @@ impl SelfAttention {
             fused::self_attention(qkv, self.heads, key_padding),
         )
     }
+
+    /// The attention weights `softmax(QKᵀ/√d)` of every head, for looking inside (the
+    /// forward pass never forms them whole).
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, width]` → `[batch, heads, tokens (queries), tokens (keys)]`
+    pub fn weights(&self, x: Tensor<3>) -> Tensor<4> {
+        let qkv = per_token(&self.qkv, x); // [batch, tokens, 3·width]
+        let [q, k, _v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("q, k, v");
+        let (q, k) = (split_heads(q, self.heads), split_heads(k, self.heads));
+        let head_dim = q.dims()[3] as f64;
+        softmax(q.matmul(k.swap_dims(2, 3)) / head_dim.sqrt(), 3)
+    }
 }
 
 /// Multi-head cross-attention from video tokens to text tokens (PixArt-α style).
@@ -137,7 +151,6 @@ impl CrossAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::activation::softmax;
     use burn::tensor::{Distribution, Tolerance};
 
     /// softmax(QKᵀ/√d)·V written out per head, with -∞ at masked keys.
@@ -164,6 +177,22 @@ mod tests {
             outs.push(softmax(scores, 2).matmul(vh));
         }
         Tensor::cat(outs, 2)
+    }
+
+    #[test]
+    fn the_attention_weights_are_the_ones_the_forward_pass_applies() {
+        let device = Device::default();
+        let attn = SelfAttention::new(12, 3, &device);
+        let x = Tensor::<3>::random([2, 9, 12], Distribution::Normal(0.0, 1.0), &device);
+        let weights = attn.weights(x.clone()); // [2, 3, 9, 9]
+        let v = per_token(&attn.qkv, x.clone()).narrow(2, 24, 12);
+        let mixed = merge_heads(weights.matmul(split_heads(v, 3)));
+        per_token(&attn.proj, mixed)
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &attn.forward(x, None).into_data(),
+                Tolerance::absolute(1e-5),
+            );
     }
 
     #[test]

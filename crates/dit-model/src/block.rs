@@ -24,6 +24,18 @@ pub fn chunks<const N: usize>(x: Tensor<2>) -> [Tensor<2>; N] {
         .expect("adaLN output splits evenly")
 }
 
+/// What one block computed, for looking inside ([`crate::Dit::forward_traced`]).
+#[derive(Debug, Clone)]
+pub struct BlockTrace {
+    /// adaLN-Zero's values `[batch, hidden]` each, in the paper's order: shift, scale and
+    /// gate of the attention branch, then shift, scale and gate of the MLP branch.
+    pub modulation: [Tensor<2>; 6],
+    /// Self-attention weights `[batch, heads, tokens (queries), tokens (keys)]`.
+    pub attention: Tensor<4>,
+    /// The MLP's hidden activations after GELU `[batch, tokens, mlp hidden]`.
+    pub mlp_hidden: Tensor<3>,
+}
+
 /// A transformer block over spacetime tokens, conditioned by adaLN-Zero.
 #[derive(Module, Debug)]
 pub struct DitBlock {
@@ -57,6 +69,30 @@ impl DitBlock {
     /// # Shapes
     /// - x: `[batch, tokens, hidden]`, c: `[batch, hidden]` → `[batch, tokens, hidden]`
     pub fn forward(&self, x: Tensor<3>, c: Tensor<2>, text: &TextFeatures) -> Tensor<3> {
+        self.run(x, c, text, false).0
+    }
+
+    /// [`DitBlock::forward`], and what the block computed on the way.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<3>,
+        c: Tensor<2>,
+        text: &TextFeatures,
+    ) -> (Tensor<3>, BlockTrace) {
+        let (x, trace) = self.run(x, c, text, true);
+        (x, trace.expect("traced"))
+    }
+
+    /// The forward pass; with `traced`, also the modulation, attention weights and MLP
+    /// activations (computed a second time, outside the fused kernels).
+    fn run(
+        &self,
+        x: Tensor<3>,
+        c: Tensor<2>,
+        text: &TextFeatures,
+        traced: bool,
+    ) -> (Tensor<3>, Option<BlockTrace>) {
+        let modulation = chunks::<6>(self.ada_ln_modulation.forward(silu(c)));
         let [
             shift_msa,
             scale_msa,
@@ -64,9 +100,10 @@ impl DitBlock {
             shift_mlp,
             scale_mlp,
             gate_mlp,
-        ] = chunks::<6>(self.ada_ln_modulation.forward(silu(c)));
+        ] = modulation.clone();
 
         let h = layer_norm_modulate(x.clone(), shift_msa, scale_msa, NORM_EPS);
+        let attention = traced.then(|| self.attn.weights(h.clone()));
         let x = x + gate_msa.unsqueeze_dim::<3>(1) * self.attn.forward(h, None);
 
         let x = match &self.cross_attn {
@@ -78,6 +115,15 @@ impl DitBlock {
         };
 
         let h = layer_norm_modulate(x.clone(), shift_mlp, scale_mlp, NORM_EPS);
-        x + gate_mlp.unsqueeze_dim::<3>(1) * self.mlp.forward(h)
+        let mlp_hidden = traced.then(|| self.mlp.hidden(h.clone()));
+        let x = x + gate_mlp.unsqueeze_dim::<3>(1) * self.mlp.forward(h);
+        let trace = attention
+            .zip(mlp_hidden)
+            .map(|(attention, mlp_hidden)| BlockTrace {
+                modulation,
+                attention,
+                mlp_hidden,
+            });
+        (x, trace)
     }
 }

@@ -6,7 +6,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::block::DitBlock;
+use crate::block::{BlockTrace, DitBlock};
 use crate::final_layer::FinalLayer;
 use crate::patch::{PatchEmbed, unpatchify};
 use crate::pos_embed::PositionTable;
@@ -260,17 +260,66 @@ impl Dit {
     /// - text: features of `batch` prompts from [`Dit::encode_text`]
     /// - output: `[batch, C, F, H, W]`, the predicted ε or v
     pub fn forward(&self, latent: Tensor<5>, t: Tensor<1>, text: &TextFeatures) -> Tensor<5> {
+        self.run(latent, t, text, false).0
+    }
+
+    /// [`Dit::forward`], and what it computed on the way: the tokens, the embeddings
+    /// that make `c`, and each block's [`BlockTrace`].
+    pub fn forward_traced(
+        &self,
+        latent: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextFeatures,
+    ) -> (Tensor<5>, DitTrace) {
+        let (out, trace) = self.run(latent, t, text, true);
+        (out, trace.expect("traced"))
+    }
+
+    fn run(
+        &self,
+        latent: Tensor<5>,
+        t: Tensor<1>,
+        text: &TextFeatures,
+        traced: bool,
+    ) -> (Tensor<5>, Option<DitTrace>) {
         let device = latent.device();
         let patch = self.x_embedder.patch;
         let pos = self.positions.tensor(&device); // [tokens, hidden]
         let mut x = self.x_embedder.forward(latent) + pos.unsqueeze_dim(0); // [batch, tokens, hidden]
-        let c = self.t_embedder.forward(t) + text.pooled.clone(); // [batch, hidden]
+        let t_embedding = self.t_embedder.forward(t); // [batch, hidden]
+        let c = t_embedding.clone() + text.pooled.clone(); // [batch, hidden]
+        let mut trace = traced.then(|| DitTrace {
+            tokens: x.clone(),
+            t_embedding,
+            c: c.clone(),
+            blocks: Vec::new(),
+        });
         for block in &self.blocks {
-            x = block.forward(x, c.clone(), text);
+            x = match &mut trace {
+                Some(trace) => {
+                    let (x, block_trace) = block.forward_traced(x, c.clone(), text);
+                    trace.blocks.push(block_trace);
+                    x
+                }
+                None => block.forward(x, c.clone(), text),
+            };
         }
         let x = self.final_layer.forward(x, c); // [batch, tokens, C·pt·ph·pw]
-        unpatchify(x, self.grid, patch, self.latent_channels)
+        (unpatchify(x, self.grid, patch, self.latent_channels), trace)
     }
+}
+
+/// What [`Dit::forward_traced`] saw.
+#[derive(Debug, Clone)]
+pub struct DitTrace {
+    /// The spacetime tokens after the patch embedding and positions `[batch, tokens, hidden]`.
+    pub tokens: Tensor<3>,
+    /// The diffusion step's embedding `[batch, hidden]`.
+    pub t_embedding: Tensor<2>,
+    /// The conditioning `c` = step embedding + pooled text `[batch, hidden]`.
+    pub c: Tensor<2>,
+    /// Each block's trace, in order.
+    pub blocks: Vec<BlockTrace>,
 }
 
 #[cfg(test)]
@@ -344,6 +393,47 @@ mod tests {
             let out = dit.forward(latent, Tensor::from_floats([1.0, 2.0, 3.0], &device), &text);
             out.into_data()
                 .assert_eq(&TensorData::zeros::<f32, _>([3, 4, 4, 8, 8]), false);
+        }
+    }
+
+    #[test]
+    fn the_traced_forward_is_the_forward_and_its_parts_add_up() {
+        let device = Device::default();
+        device.seed(5);
+        let dit = config(false).init(&device).unwrap();
+        let text = dit.encode_text(tokens(&device));
+        let latent = Tensor::<5>::random([3, 4, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_floats([1.0, 300.0, 999.0], &device);
+        let (out, trace) = dit.forward_traced(latent.clone(), t.clone(), &text);
+        out.into_data().assert_eq(
+            &dit.forward(latent.clone(), t.clone(), &text).into_data(),
+            true,
+        );
+        assert_eq!(trace.blocks.len(), 2);
+        assert_eq!(trace.tokens.dims(), [3, 64, 32]);
+        // c is the step embedding plus the pooled prompt.
+        (trace.t_embedding.clone() + text.pooled.clone())
+            .into_data()
+            .assert_approx_eq::<f32>(&trace.c.clone().into_data(), Tolerance::absolute(1e-6));
+        for block in &trace.blocks {
+            // Attention rows are distributions over the 64 tokens.
+            assert_eq!(block.attention.dims(), [3, 4, 64, 64]);
+            block
+                .attention
+                .clone()
+                .sum_dim(3)
+                .into_data()
+                .assert_approx_eq::<f32>(
+                    &TensorData::ones::<f32, _>([3, 4, 64, 1]),
+                    Tolerance::absolute(1e-5),
+                );
+            assert_eq!(block.mlp_hidden.dims(), [3, 64, 128]);
+            // A fresh model's adaLN-Zero regression is zero: every gate (and shift, scale) is 0.
+            for part in &block.modulation {
+                part.clone()
+                    .into_data()
+                    .assert_eq(&TensorData::zeros::<f32, _>([3, 32]), false);
+            }
         }
     }
 

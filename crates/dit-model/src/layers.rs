@@ -84,7 +84,15 @@ impl Mlp {
     /// # Shapes
     /// - x: `[batch, tokens, width]` → `[batch, tokens, width]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        per_token(&self.fc2, crate::fused::gelu_tanh(per_token(&self.fc1, x)))
+        per_token(&self.fc2, self.hidden(x))
+    }
+
+    /// The hidden activations `gelu(fc1(x))`.
+    ///
+    /// # Shapes
+    /// - x: `[batch, tokens, width]` → `[batch, tokens, hidden]`
+    pub fn hidden(&self, x: Tensor<3>) -> Tensor<3> {
+        crate::fused::gelu_tanh(per_token(&self.fc1, x))
     }
 }
 

@@ -405,10 +405,8 @@ mod tests {
         let latent = Tensor::<5>::random([3, 4, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_floats([1.0, 300.0, 999.0], &device);
         let (out, trace) = dit.forward_traced(latent.clone(), t.clone(), &text);
-        out.into_data().assert_eq(
-            &dit.forward(latent.clone(), t.clone(), &text).into_data(),
-            true,
-        );
+        out.into_data()
+            .assert_eq(&dit.forward(latent, t, &text).into_data(), true);
         assert_eq!(trace.blocks.len(), 2);
         assert_eq!(trace.tokens.dims(), [3, 64, 32]);
         // c is the step embedding plus the pooled prompt.

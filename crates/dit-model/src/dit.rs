@@ -410,7 +410,7 @@ mod tests {
         assert_eq!(trace.blocks.len(), 2);
         assert_eq!(trace.tokens.dims(), [3, 64, 32]);
         // c is the step embedding plus the pooled prompt.
-        (trace.t_embedding.clone() + text.pooled.clone())
+        (trace.t_embedding.clone() + text.pooled)
             .into_data()
             .assert_approx_eq::<f32>(&trace.c.clone().into_data(), Tolerance::absolute(1e-6));
         for block in &trace.blocks {

@@ -1,10 +1,12 @@
 //! Sampling from a trained text-to-video DiT.
 //!
-//! - [`sampler`]: DDPM and DDIM reverse processes, respacing, classifier-free guidance;
+//! - [`sampler`]: DDPM, DDIM and Euler reverse processes, respacing, classifier-free guidance;
 //! - [`pipeline`]: prompt → tokens → denoised latent → decoded frames;
-//! - [`eval`]: prompt fidelity over all Moving Shapes compositions, judged from pixels.
+//! - [`eval`]: prompt fidelity over all Moving Shapes compositions, judged from pixels;
+//! - [`trace`]: one prompt through every step of the pipeline, as a page of pictures.
 
 pub mod allocator;
 pub mod eval;
 pub mod pipeline;
 pub mod sampler;
+pub mod trace;

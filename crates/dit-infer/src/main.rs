@@ -17,6 +17,7 @@ use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
 use dit_infer::pipeline::{GenerateOptions, generate, tokenize};
 use dit_infer::sampler::SamplerKind;
+use dit_infer::trace::{TraceOptions, trace};
 use dit_model::{Backend, TrainedModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -101,6 +102,39 @@ enum Command {
         #[arg(long, default_value_t = 48)]
         batch: usize,
     },
+    /// Follow one prompt through every step of the pipeline, from the model's real tensors:
+    /// writes OUT/index.html (self-contained), a PNG per picture and OUT/trace.json.
+    Trace {
+        /// The prompt, e.g. "a red circle moving right".
+        #[arg(long)]
+        prompt: String,
+        /// Output folder (replaced when the trace is complete).
+        #[arg(long, default_value = "trace")]
+        out: PathBuf,
+        /// Trace this clip (GIF, MP4 or a folder of PNG frames) instead of a training clip
+        /// of the prompt's composition.
+        #[arg(long)]
+        video: Option<PathBuf>,
+        /// The diffusion step of the training view (default: the middle one).
+        #[arg(long)]
+        t: Option<usize>,
+        /// The query token of the attention maps as FRAME,ROW,COLUMN of the patch grid
+        /// (default: the middle one).
+        #[arg(long, value_parser = parse_token)]
+        token: Option<[usize; 3]>,
+    },
+}
+
+/// Reads `F,R,C`.
+fn parse_token(text: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let numbers: Result<Vec<usize>, _> = parts.iter().map(|p| p.parse::<usize>()).collect();
+    match numbers.ok().as_deref() {
+        Some(&[f, r, c]) => Ok([f, r, c]),
+        _ => Err(format!(
+            "expected FRAME,ROW,COLUMN of the patch grid, e.g. 3,2,2, got {text:?}"
+        )),
+    }
 }
 
 /// The shipped checkpoint: `checkpoints/tiny` of this repository.
@@ -214,7 +248,53 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
     Ok(())
 }
 
+/// `dit-infer trace`.
+fn run_trace(
+    args: &Args,
+    prompt: &str,
+    out: &Path,
+    video: Option<PathBuf>,
+    t: Option<usize>,
+    token: Option<[usize; 3]>,
+) -> Result<()> {
+    let backend = args.backend.unwrap_or_else(Backend::default_compiled);
+    let device = backend.device().map_err(anyhow::Error::msg)?;
+    let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
+    let model = TrainedModel::load(&checkpoint, &device)?;
+    let options = TraceOptions {
+        prompt: prompt.to_string(),
+        video,
+        t,
+        token,
+        sampling: GenerateOptions {
+            steps: args.steps,
+            sampler: sampler(args, &model),
+            guidance: args.cfg.unwrap_or(model.spec.guidance),
+            seed: args.seed,
+            prompt_offset: 0,
+        },
+    };
+    let start = Instant::now();
+    trace(&model, &options, out, &device)?;
+    println!(
+        "wrote {} in {:.1} s",
+        out.join("index.html").display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn run(args: Args) -> Result<()> {
+    if let Some(Command::Trace {
+        prompt,
+        out,
+        video,
+        t,
+        token,
+    }) = &args.command
+    {
+        return run_trace(&args, prompt, out, video.clone(), *t, *token);
+    }
     if let Some(Command::Eval {
         seeds,
         report_dir,

@@ -141,7 +141,22 @@ pub fn tokenize(
     ))
 }
 
-/// Generates one clip per prompt, denoising all prompts as one batch.
+/// One denoising step, as the sampler took it: what the model saw and what it made of it.
+pub struct DenoisingStep<'a> {
+    /// Steps done, counting this one (1 to `total`).
+    pub done: usize,
+    /// Steps of the whole run.
+    pub total: usize,
+    /// The timestep the model read (a diffusion step, or σ·T for a flow).
+    pub timestep: f64,
+    /// The noisy latent the model saw `[batch, C, F, h, w]` (normalised units).
+    pub latent: &'a Tensor<5>,
+    /// The clean latent the model's (guided) output implies, x̂₀ `[batch, C, F, h, w]`.
+    pub predicted_clean: Tensor<5>,
+}
+
+/// Generates one clip per prompt, denoising all prompts as one batch; `on_step` sees
+/// each [`DenoisingStep`].
 ///
 /// Prompt `i` starts from noise seeded by `(seed, prompt_offset + i)`, so with a
 /// deterministic sampler its clip does not depend on the other prompts of the batch.
@@ -150,7 +165,7 @@ pub fn generate(
     prompts: &[String],
     options: &GenerateOptions,
     device: &Device,
-    on_step: impl FnMut(usize),
+    mut on_step: impl FnMut(&DenoisingStep),
 ) -> Result<Vec<Clip>, GenerateError> {
     let schedule = model.spec.diffusion.build();
     let prediction = model.spec.diffusion.prediction;
@@ -207,14 +222,38 @@ pub fn generate(
             out
         }
     };
+    let total = options.steps;
+    let mut done = 0;
+    let mut observe = |timestep: f64, latent: &Tensor<5>, predicted_clean: Tensor<5>| {
+        done += 1;
+        on_step(&DenoisingStep {
+            done,
+            total,
+            timestep,
+            latent,
+            predicted_clean,
+        });
+    };
     let latent = if prediction == Prediction::Flow {
-        let velocity =
-            |x: Tensor<5>, sigma: f64| guided_output(x, flow::timestep(sigma, schedule.len()));
-        euler(&flow_sigmas(options.steps), x_t, velocity, on_step)
+        let velocity = |x: Tensor<5>, sigma: f64| {
+            let t = flow::timestep(sigma, schedule.len());
+            let v = guided_output(x.clone(), t);
+            // On the line, x_σ = x̂₀ + σ·v.
+            observe(t, &x, x.clone() - v.clone() * sigma);
+            v
+        };
+        euler(&flow_sigmas(options.steps), x_t, velocity, |_| {})
     } else {
         let eps = |x: Tensor<5>, t: usize| {
             let out = guided_output(x.clone(), t as f64);
-            prediction.epsilon(x, out, schedule.alpha_bar(t))
+            let a = schedule.alpha_bar(t);
+            let e = prediction.epsilon(x.clone(), out, a);
+            observe(
+                t as f64,
+                &x,
+                (x.clone() - e.clone() * (1.0 - a).sqrt()) / a.sqrt(),
+            );
+            e
         };
         let timesteps = respace(schedule.len(), options.steps);
         sample(
@@ -224,7 +263,7 @@ pub fn generate(
             x_t,
             &mut rng,
             eps,
-            on_step,
+            |_| {},
         )
     };
     let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]

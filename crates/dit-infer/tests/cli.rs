@@ -556,3 +556,46 @@ fn mp4_outputs_are_h264_that_ffprobe_reads() {
         }
     }
 }
+
+#[test]
+fn trace_writes_a_page_and_refuses_bad_options() {
+    let dir = temp_dir("trace");
+    let out = dir.path().join("trace");
+    let out_arg = out.to_str().unwrap();
+    let o = dit_infer(&[
+        "trace",
+        "--prompt",
+        "a magenta triangle moving down",
+        "--out",
+        out_arg,
+        "--steps",
+        "10",
+        "--token",
+        "1,0,3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert_eq!(html.matches("<section>").count(), 11);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("trace.json")).unwrap()).unwrap();
+    assert_eq!(json["attention"]["token"], serde_json::json!([1, 0, 3]));
+    assert_eq!(json["sampling"]["steps"], 10);
+    for (args, needle) in [
+        (vec!["--token", "1,2"], "expected FRAME,ROW,COLUMN"),
+        (vec!["--token", "0,4,0"], "outside the patch grid"),
+        (vec!["--t", "5000"], "--t must be below 1000"),
+        (vec!["--steps", "0"], "--steps must be between"),
+    ] {
+        let mut all = vec![
+            "trace",
+            "--prompt",
+            "a red circle moving left",
+            "--out",
+            out_arg,
+        ];
+        all.extend(args);
+        expect_error(&all, needle);
+    }
+    // The good trace is still there.
+    assert!(out.join("index.html").is_file());
+}

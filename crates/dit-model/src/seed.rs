@@ -31,6 +31,8 @@ pub enum Stream {
     InitialNoise,
     /// The noise a stochastic sampler (DDPM, DDIM with η > 0) adds; index: 0.
     SamplerNoise,
+    /// The noise of `dit-infer trace`'s view of one training step; index: 0.
+    TraceNoise,
 }
 
 impl Stream {
@@ -46,6 +48,8 @@ impl Stream {
             Stream::DitStep => 5,
             Stream::InitialNoise => 6,
             Stream::SamplerNoise => 7,
+            // 8 was the evaluation's paraphrase draws, now designed instead.
+            Stream::TraceNoise => 9,
             Stream::CompositionClips(composition) => 1000 + composition as u64,
         }
     }

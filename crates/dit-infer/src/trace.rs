@@ -1067,7 +1067,12 @@ mod tests {
         let noise = gaussian(&mut rng_for(0, Stream::TraceNoise, 0), x0.dims(), &device);
         let schedule = spec.diffusion.build();
         let x_t = schedule.q_sample(x0.clone(), noise.clone(), &[400]);
-        let tokens = tokenize((&model).into(), std::slice::from_ref(&options.prompt), &device).unwrap();
+        let tokens = tokenize(
+            (&model).into(),
+            std::slice::from_ref(&options.prompt),
+            &device,
+        )
+        .unwrap();
         let text = model.dit.encode_text(tokens);
         let out = model
             .dit

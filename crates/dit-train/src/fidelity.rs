@@ -206,11 +206,14 @@ pub fn read_points(path: &Path) -> std::io::Result<Vec<FidelityPoint>> {
         .collect())
 }
 
-/// The chart of `points`: accuracies against minutes of training.
+/// The chart of `points`: accuracies against minutes of training, from the start of the
+/// run, with the bar's joint accuracy on the training compositions as a line.
 pub fn chart(points: &[FidelityPoint]) -> LineChart {
     let series = |f: fn(&FidelityPoint) -> f64| -> Vec<(f64, f64)> {
         points.iter().map(|p| (p.seconds / 60.0, f(p))).collect()
     };
+    let end = points.iter().fold(1.0f64, |m, p| m.max(p.seconds / 60.0));
+    let bar = dit_infer::eval::BAR.train_joint;
     LineChart::new(
         "Prompt fidelity during training (EMA model, 72 compositions, one clip each)",
         "minutes of training, all stages",
@@ -218,6 +221,10 @@ pub fn chart(points: &[FidelityPoint]) -> LineChart {
     )
     .y_scale(YScale::Linear)
     .smooth(false)
+    .series(
+        format!("the bar: joint {bar} on the training compositions"),
+        vec![(0.0, bar), (end, bar)],
+    )
     .series("joint, training compositions", series(|p| p.train_joint))
     .series("joint, held-out compositions", series(|p| p.held_out_joint))
     .series("colour", series(|p| p.colour))

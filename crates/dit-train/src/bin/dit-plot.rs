@@ -1,15 +1,16 @@
-//! `dit-plot`: redraws the loss charts of run folders from their loss logs
-//! (`loss.csv`, `autoencoder_loss.csv`, `decoder_loss.csv` → the `.png` beside each), e.g.
-//! after a change to how charts are drawn: `cargo run --release -p dit-train --bin dit-plot
+//! `dit-plot`: redraws the charts of run folders from their logs (`loss.csv`,
+//! `autoencoder_loss.csv`, `decoder_loss.csv`, `fidelity.csv` → the `.png` beside each),
+//! e.g. after a change to how charts are drawn: `cargo run --release -p dit-train --bin dit-plot
 //! -- checkpoints/tiny`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use dit_train::fidelity::{FIDELITY_FILE, write_chart};
 use dit_train::progress::replot;
 
-/// Redraw the loss charts of run folders.
+/// Redraw the loss and fidelity charts of run folders.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -21,7 +22,14 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     for run in &args.runs {
-        match replot(run) {
+        let fidelity = run
+            .join(FIDELITY_FILE)
+            .is_file()
+            .then(|| write_chart(run));
+        match replot(run).and_then(|mut written| {
+            written.extend(fidelity.transpose()?);
+            Ok(written)
+        }) {
             Ok(written) => written
                 .iter()
                 .for_each(|p| println!("wrote {}", p.display())),

@@ -22,10 +22,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     for run in &args.runs {
-        let fidelity = run
-            .join(FIDELITY_FILE)
-            .is_file()
-            .then(|| write_chart(run));
+        let fidelity = run.join(FIDELITY_FILE).is_file().then(|| write_chart(run));
         match replot(run).and_then(|mut written| {
             written.extend(fidelity.transpose()?);
             Ok(written)

@@ -1091,6 +1091,29 @@ mod tests {
     }
 
     #[test]
+    fn the_last_predicted_clean_latent_is_the_sampled_one() {
+        // Deterministic DDIM ends on its last x̂₀; every step is reported once, in order.
+        let device = Device::default();
+        let model = shipped(&device);
+        let prompts = ["a cyan square moving left".to_string()];
+        let options = options(&prompts[0]).sampling;
+        let mut seen = Vec::new();
+        let mut last = None;
+        let clips = generate((&model).into(), &prompts, &options, &device, |step| {
+            seen.push((step.done, step.total));
+            last = Some(step.predicted_clean.clone());
+        })
+        .unwrap();
+        assert_eq!(seen, (1..=8).map(|d| (d, 8)).collect::<Vec<_>>());
+        let decoded = video_to_clips(
+            model
+                .autoencoder
+                .decode(last.unwrap() / model.spec.latent_scale),
+        );
+        assert_eq!(decoded[0], clips[0]);
+    }
+
+    #[test]
     fn a_fresh_model_has_zero_gates() {
         let device = Device::default();
         let shipped = shipped(&device);

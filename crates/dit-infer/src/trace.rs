@@ -222,6 +222,16 @@ fn stack(images: &[Image]) -> Image {
     out
 }
 
+/// Mean and standard deviation of `v`.
+fn mean_std(v: &[f32]) -> (f32, f32) {
+    let n = v.len().max(1) as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    (
+        mean,
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt(),
+    )
+}
+
 /// Largest absolute value (at least a tiny positive number).
 fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(1e-12f32, |m, x| m.max(x.abs()))
@@ -404,8 +414,7 @@ pub fn trace(
         .map(|c| {
             let n = shape[1] * shape[2] * shape[3];
             let v = &x0_values[c * n..(c + 1) * n];
-            let mean = v.iter().sum::<f32>() / n as f32;
-            let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n as f32).sqrt();
+            let (mean, std) = mean_std(v);
             json!({"channel": c, "mean": mean, "std": std})
         })
         .collect();
@@ -667,8 +676,7 @@ pub fn trace(
     for (b, block) in dit_trace.blocks.iter().enumerate() {
         let v = values(block.mlp_hidden.clone())?;
         let n = v.len() as f32;
-        let mean = v.iter().sum::<f32>() / n;
-        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / n).sqrt();
+        let (mean, std) = mean_std(&v);
         let positive = v.iter().filter(|x| **x > 0.0).count() as f32 / n;
         let max = v.iter().fold(f32::MIN, |m, x| m.max(*x));
         mlp_rows.push(vec![
@@ -686,9 +694,9 @@ pub fn trace(
             "After attention, each token alone goes through an MLP {} → {} → {} with a GELU. \
              The table gives the statistics of the {} hidden activations over all tokens.",
             dit_config.hidden,
-            block_mlp_width(dit_config),
+            dit_config.mlp_hidden(),
             dit_config.hidden,
-            block_mlp_width(dit_config)
+            dit_config.mlp_hidden()
         ),
         figures: Vec::new(),
         table: Some((
@@ -870,11 +878,6 @@ pub fn trace(
     }
     fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(numbers)
-}
-
-/// The MLP's hidden width.
-fn block_mlp_width(config: &dit_model::DitConfig) -> usize {
-    (config.hidden as f64 * config.mlp_ratio) as usize
 }
 
 /// Draws a dark square outline of `size` at `(x, y)`.

@@ -427,17 +427,6 @@ fn error(path: &Path, e: impl ToString) -> OutputError {
     }
 }
 
-/// Writes what `encode` produces to `path` atomically (see [`write_atomic`]): a failed or
-/// killed run leaves no empty or partial file, and never replaces a good one.
-fn write_encoded(
-    path: &Path,
-    encode: impl FnOnce(&mut Vec<u8>) -> Result<(), ImageError>,
-) -> Result<(), OutputError> {
-    let mut bytes = Vec::new();
-    encode(&mut bytes).map_err(|e| error(path, e))?;
-    write_atomic(path, &bytes).map_err(|e| error(path, e))
-}
-
 /// One frame as RGB bytes, each pixel repeated `scale×scale` times.
 pub(crate) fn frame_rgb(clip: &Clip, frame: usize, scale: usize) -> Vec<u8> {
     let (w, h) = (clip.width * scale, clip.height * scale);
@@ -452,16 +441,26 @@ pub(crate) fn frame_rgb(clip: &Clip, frame: usize, scale: usize) -> Vec<u8> {
 
 /// Writes an endlessly looping animated GIF, `delay_cs` hundredths of a second a frame.
 pub fn write_gif(clip: &Clip, path: &Path, scale: usize, delay_cs: u16) -> Result<(), OutputError> {
+    let bytes = encode_gif(clip, scale, delay_cs).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
+}
+
+/// An endlessly looping animated GIF of the clip, in memory, `delay_cs` hundredths of a
+/// second a frame, each pixel repeated `scale×scale` times.
+pub fn encode_gif(clip: &Clip, scale: usize, delay_cs: u16) -> Result<Vec<u8>, String> {
     if clip.frames == 0 {
-        return Err(error(path, "a GIF needs at least one frame"));
+        return Err("a GIF needs at least one frame".into());
     }
     let (w, h) = (clip.width * scale, clip.height * scale);
     let (Ok(w32), Ok(h32)) = (u32::try_from(w), u32::try_from(h)) else {
-        return Err(error(path, format!("{w}x{h} is too large for a GIF")));
+        return Err(format!("{w}x{h} is too large for a GIF"));
     };
-    write_encoded(path, |out| {
-        let mut encoder = GifEncoder::new_with_speed(out, 10);
-        encoder.set_repeat(Repeat::Infinite)?;
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = GifEncoder::new_with_speed(&mut bytes, 10);
+        encoder
+            .set_repeat(Repeat::Infinite)
+            .map_err(|e| e.to_string())?;
         let delay = Delay::from_numer_denom_ms(u32::from(delay_cs) * 10, 1);
         for f in 0..clip.frames {
             let rgba: Vec<u8> = frame_rgb(clip, f, scale)
@@ -469,34 +468,38 @@ pub fn write_gif(clip: &Clip, path: &Path, scale: usize, delay_cs: u16) -> Resul
                 .flat_map(|p| [p[0], p[1], p[2], 255])
                 .collect();
             let buffer = RgbaImage::from_raw(w32, h32, rgba).expect("4 bytes a pixel");
-            encoder.encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))?;
+            encoder
+                .encode_frame(image::Frame::from_parts(buffer, 0, 0, delay))
+                .map_err(|e| e.to_string())?;
         }
         // Dropping the encoder writes the GIF trailer.
-        Ok(())
-    })
+    }
+    Ok(bytes)
 }
 
 /// Writes an RGB image as PNG.
 pub fn write_png(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<(), OutputError> {
+    let bytes = encode_png(width, height, rgb).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
+}
+
+/// An RGB image as the bytes of a PNG file.
+pub fn encode_png(width: usize, height: usize, rgb: &[u8]) -> Result<Vec<u8>, String> {
     if width * height * 3 != rgb.len() {
-        return Err(error(
-            path,
-            format!(
-                "{} bytes are not a {width}x{height} RGB image ({} bytes)",
-                rgb.len(),
-                width * height * 3
-            ),
+        return Err(format!(
+            "{} bytes are not a {width}x{height} RGB image ({} bytes)",
+            rgb.len(),
+            width * height * 3
         ));
     }
     let (Ok(w), Ok(h)) = (u32::try_from(width), u32::try_from(height)) else {
-        return Err(error(
-            path,
-            format!("{width}x{height} is too large for a PNG"),
-        ));
+        return Err(format!("{width}x{height} is too large for a PNG"));
     };
-    write_encoded(path, |out| {
-        PngEncoder::new(out).write_image(rgb, w, h, ExtendedColorType::Rgb8)
-    })
+    let mut bytes = Vec::new();
+    PngEncoder::new(&mut bytes)
+        .write_image(rgb, w, h, ExtendedColorType::Rgb8)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
 }
 
 /// What a clip is written as, chosen by the file's extension.
@@ -551,26 +554,26 @@ impl std::str::FromStr for ClipFormat {
 /// project have always played at.
 pub const FRAMES_PER_SECOND: u16 = 8;
 
-/// Writes an MP4 file of H.264 video (OpenH264, Constrained Baseline), `fps` frames a second. Odd
-/// sides are padded by repeating the last row or column (H.264 stores colour at half
-/// resolution).
+/// Writes an MP4 file of H.264 video (see [`encode_mp4`]).
 pub fn write_mp4(clip: &Clip, path: &Path, scale: usize, fps: u16) -> Result<(), OutputError> {
+    let bytes = encode_mp4(clip, scale, fps).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
+}
+
+/// An MP4 file of H.264 video (OpenH264, Constrained Baseline) in memory, `fps` frames a
+/// second. Odd sides are padded by repeating the last row or column (H.264 stores colour at
+/// half resolution).
+pub fn encode_mp4(clip: &Clip, scale: usize, fps: u16) -> Result<Vec<u8>, String> {
     if clip.frames == 0 {
-        return Err(error(path, "an MP4 needs at least one frame"));
+        return Err("an MP4 needs at least one frame".into());
     }
     if !(1..=120).contains(&fps) {
-        return Err(error(
-            path,
-            format!("{fps} frames a second is not in 1..=120"),
-        ));
+        return Err(format!("{fps} frames a second is not in 1..=120"));
     }
     let (w, h) = (clip.width * scale, clip.height * scale);
     let (even_w, even_h) = (w + w % 2, h + h % 2);
     if even_w > MAX_SIDE as usize || even_h > MAX_SIDE as usize {
-        return Err(error(
-            path,
-            format!("{w}x{h} is too large for this MP4 writer"),
-        ));
+        return Err(format!("{w}x{h} is too large for this MP4 writer"));
     }
     let frames: Vec<Vec<u8>> = (0..clip.frames)
         .map(|f| {
@@ -586,19 +589,31 @@ pub fn write_mp4(clip: &Clip, path: &Path, scale: usize, fps: u16) -> Result<(),
             padded
         })
         .collect();
-    let bytes = mp4::encode(&frames, even_w, even_h, u32::from(fps)).map_err(|e| error(path, e))?;
-    write_atomic(path, &bytes).map_err(|e| error(path, e))
+    mp4::encode(&frames, even_w, even_h, u32::from(fps))
 }
 
 /// Writes a clip in the format its path's extension names ([`ClipFormat`]), atomically,
 /// `fps` frames a second (GIF and MP4).
 pub fn write_clip(clip: &Clip, path: &Path, scale: usize, fps: u16) -> Result<(), OutputError> {
-    match ClipFormat::of_path(path)? {
-        ClipFormat::Gif => write_gif(clip, path, scale, 100 / fps.clamp(1, 100)),
-        ClipFormat::Mp4 => write_mp4(clip, path, scale, fps),
+    let bytes =
+        encode_clip(clip, ClipFormat::of_path(path)?, scale, fps).map_err(|e| error(path, e))?;
+    write_atomic(path, &bytes).map_err(|e| error(path, e))
+}
+
+/// A clip as the bytes of a `format` file, `fps` frames a second (GIF and MP4), each pixel
+/// repeated `scale×scale` times.
+pub fn encode_clip(
+    clip: &Clip,
+    format: ClipFormat,
+    scale: usize,
+    fps: u16,
+) -> Result<Vec<u8>, String> {
+    match format {
+        ClipFormat::Gif => encode_gif(clip, scale, 100 / fps.clamp(1, 100)),
+        ClipFormat::Mp4 => encode_mp4(clip, scale, fps),
         ClipFormat::Png => {
             let (width, height, rgb) = sheet_rgb(std::slice::from_ref(clip), scale);
-            write_png(path, width, height, &rgb)
+            encode_png(width, height, &rgb)
         }
     }
 }

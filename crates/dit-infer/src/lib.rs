@@ -10,3 +10,16 @@ pub mod eval;
 pub mod pipeline;
 pub mod sampler;
 pub mod trace;
+
+use std::path::{Path, PathBuf};
+
+/// The shipped checkpoint: `checkpoints/tiny` of the working folder when there is one,
+/// else that of this repository.
+pub fn default_checkpoint() -> PathBuf {
+    let local = PathBuf::from("checkpoints/tiny");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny")
+    }
+}

@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_data::figure::write_prompt_sheet;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
+use dit_infer::default_checkpoint;
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
 use dit_infer::pipeline::{GenerateOptions, generate, tokenize};
 use dit_infer::sampler::SamplerKind;
@@ -134,16 +135,6 @@ fn parse_token(text: &str) -> Result<[usize; 3], String> {
         _ => Err(format!(
             "expected FRAME,ROW,COLUMN of the patch grid, e.g. 3,2,2, got {text:?}"
         )),
-    }
-}
-
-/// The shipped checkpoint: `checkpoints/tiny` of this repository.
-fn default_checkpoint() -> PathBuf {
-    let local = PathBuf::from("checkpoints/tiny");
-    if local.is_dir() {
-        local
-    } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny")
     }
 }
 

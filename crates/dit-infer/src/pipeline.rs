@@ -116,6 +116,23 @@ impl GenerateOptions {
     }
 }
 
+/// Word ids of `prompt` padded to `max_words`, or why it cannot be read; `index` is the
+/// prompt's position in its batch, for the message.
+pub fn check_prompt(
+    tokenizer: &Tokenizer,
+    max_words: usize,
+    prompt: &str,
+    index: usize,
+) -> Result<Vec<usize>, GenerateError> {
+    tokenizer
+        .encode_padded(prompt, max_words)
+        .map_err(|source| GenerateError::Prompt {
+            index,
+            prompt: shorten(prompt),
+            source,
+        })
+}
+
 /// Word ids of `prompts`, `[batch, max_words]`.
 pub fn tokenize(
     model: TextToVideo<'_>,
@@ -125,20 +142,20 @@ pub fn tokenize(
     let max_words = model.spec.model.dit.text.max_words;
     let mut ids = Vec::with_capacity(prompts.len() * max_words);
     for (index, prompt) in prompts.iter().enumerate() {
-        let row = model
-            .tokenizer
-            .encode_padded(prompt, max_words)
-            .map_err(|source| GenerateError::Prompt {
-                index,
-                prompt: shorten(prompt),
-                source,
-            })?;
+        let row = check_prompt(model.tokenizer, max_words, prompt, index)?;
         ids.extend(row.into_iter().map(|i| i as i64));
     }
     Ok(Tensor::from_data(
         TensorData::new(ids, [prompts.len(), max_words]),
         device,
     ))
+}
+
+/// Frames of latents in the DiT's (normalised) units `[batch, C, F, h, w]`, through the
+/// frozen decoder.
+pub fn decode_latent(model: TextToVideo<'_>, latent: Tensor<5>) -> Vec<Clip> {
+    let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]
+    video_to_clips(video)
 }
 
 /// One denoising step, as the sampler took it: what the model saw and what it made of it.
@@ -266,8 +283,7 @@ pub fn generate(
             |_| {},
         )
     };
-    let video = model.autoencoder.decode(latent / model.spec.latent_scale); // [B, 3, F, H, W]
-    Ok(video_to_clips(video))
+    Ok(decode_latent(model, latent))
 }
 
 #[cfg(test)]

@@ -20,14 +20,14 @@ use dit_data::figure::{Align, Image, LineChart, TextStyle, YScale, draw_text, te
 use dit_data::video::{read_clip, write_gif};
 use dit_data::{
     CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
-    judge_clip, video_to_clips,
+    judge_clip,
 };
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
 use dit_model::{Prediction, TrainedModel, flow};
 use serde_json::{Value, json};
 
-use crate::pipeline::{GenerateOptions, generate, tokenize};
+use crate::pipeline::{GenerateOptions, decode_latent, generate, tokenize};
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -458,7 +458,7 @@ pub fn trace(
         .collect();
     let mut strip_rows = Vec::new();
     for &step in &strip_steps {
-        let decoded = video_to_clips(model.autoencoder.decode(noised(step) / spec.latent_scale));
+        let decoded = decode_latent(model.into(), noised(step));
         strip_rows.push((format!("t = {step}"), vec![frames_strip(&decoded[0], 2, 2)]));
     }
     let noising = grid(&strip_rows, &[], 4)?;
@@ -788,8 +788,7 @@ pub fn trace(
         })?;
         let mut rows = Vec::new();
         for (done, timestep, latent, clean) in states {
-            let decode =
-                |l: Tensor<5>| video_to_clips(model.autoencoder.decode(l / spec.latent_scale));
+            let decode = |l: Tensor<5>| decode_latent(model.into(), l);
             rows.push((
                 format!("step {done}/{total}, t = {timestep:.0}: x_t"),
                 vec![frames_strip(&decode(latent)[0], 2, 2)],
@@ -1108,7 +1107,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(seen, (1..=8).map(|d| (d, 8)).collect::<Vec<_>>());
-        let decoded = video_to_clips(
+        let decoded = dit_data::video_to_clips(
             model
                 .autoencoder
                 .decode(last.unwrap() / model.spec.latent_scale),

@@ -27,10 +27,7 @@ use tokio::sync::{oneshot, watch};
 /// Pixel magnification of the clips the studio serves (a 32-pixel frame becomes 128).
 pub const CLIP_SCALE: usize = 4;
 /// Pixel magnification of the streamed previews (the page enlarges them).
-pub const PREVIEW_SCALE: usize = 2;
-/// Shortest time between two previews of one job: decoding and encoding a preview costs
-/// about as much as a denoising step, so previews are thinned out when steps are fast.
-pub const PREVIEW_INTERVAL: Duration = Duration::from_millis(40);
+pub const PREVIEW_SCALE: usize = 1;
 
 /// A generation request, checked against the model (see `api::parse_request`).
 #[derive(Debug, Clone)]
@@ -302,15 +299,20 @@ fn run_generation(
     progress: &watch::Sender<Progress>,
 ) -> Result<Output> {
     let start = Instant::now();
-    let mut last_preview: Option<Instant> = None;
+    // A preview (decoding x̂₀, encoding a GIF) costs about three denoising steps of `tiny`
+    // on two CPU cores. Previews take at most half the time: the next one is due once as
+    // much time has passed since the last one as that one took. So a fast machine
+    // previews every step, a slow one every few.
+    let mut last_preview: Option<(Instant, Duration)> = None;
     let mut preview_error = None;
     let prompts = [request.prompt.clone()];
     let clips = generate(model.into(), &prompts, &request.options, device, |step| {
-        let due = last_preview.is_none_or(|t| t.elapsed() >= PREVIEW_INTERVAL);
+        let due = last_preview.is_none_or(|(end, cost)| end.elapsed() >= cost);
         // Nobody watching (the page closed): no previews to make.
         if !previews || !due || step.done == step.total || progress.is_closed() {
             return;
         }
+        let preview_start = Instant::now();
         let clip = &decode_latent(model.into(), step.predicted_clean.clone())[0];
         match gif_data_uri(clip, PREVIEW_SCALE) {
             Ok(uri) => {
@@ -319,7 +321,7 @@ fn run_generation(
                     total: step.total,
                     preview: uri.into(),
                 });
-                last_preview = Some(Instant::now());
+                last_preview = Some((Instant::now(), preview_start.elapsed()));
             }
             Err(e) => preview_error = Some(e),
         }

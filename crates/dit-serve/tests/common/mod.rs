@@ -85,6 +85,11 @@ pub fn get(agent: &ureq::Agent, url: &str) -> Answer {
     read(agent.get(url).call().expect("an answer"))
 }
 
+/// `DELETE url`.
+pub fn delete(agent: &ureq::Agent, url: &str) -> Answer {
+    read(agent.delete(url).call().expect("an answer"))
+}
+
 /// `POST url` with `body` and a content type.
 pub fn post(agent: &ureq::Agent, url: &str, content_type: &str, body: &str) -> Answer {
     read(

@@ -26,8 +26,8 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dit_data::Composition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
-use dit_data::{Composition, vocabulary};
 use dit_infer::pipeline::{GenerateError, GenerateOptions, check_prompt};
 use dit_infer::sampler::SamplerKind;
 use serde::Deserialize;
@@ -300,7 +300,6 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
         .map(Composition::canonical_caption)
         .filter(|c| info.tokenizer.encode(c, usize::MAX).is_ok())
         .collect();
-    let spec_words = vocabulary();
     let prediction = info.spec.diffusion.prediction;
     let samplers: Vec<&str> = ["ddim", "ddpm", "euler"]
         .into_iter()
@@ -308,7 +307,6 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
         .collect();
     Json(json!({
         "words": words,
-        "moving_shapes_words": spec_words,
         "max_words": info.spec.model.dit.text.max_words,
         "max_prompt_chars": MAX_PROMPT_CHARS,
         "examples": examples,

@@ -142,10 +142,9 @@ fn parse_token(text: &str) -> Result<[usize; 3], String> {
 /// with `--eta` for DDIM.
 fn sampler(args: &Args, model: &TrainedModel) -> SamplerKind {
     let prediction = model.spec.diffusion.prediction;
-    match args.sampler.unwrap_or(SamplerKind::default_for(prediction)) {
-        SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta: args.eta },
-        other => other,
-    }
+    args.sampler
+        .unwrap_or(SamplerKind::default_for(prediction))
+        .with_eta(args.eta)
 }
 
 /// Fails early (before sampling) when `path` cannot be written, without creating it: its

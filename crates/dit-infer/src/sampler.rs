@@ -41,6 +41,30 @@ impl SamplerKind {
         }
     }
 
+    /// Every sampler, by name (DDIM with η = 0).
+    pub const ALL: [SamplerKind; 3] = [
+        SamplerKind::Ddim { eta: 0.0 },
+        SamplerKind::Ddpm,
+        SamplerKind::Euler,
+    ];
+
+    /// The name [`FromStr`] reads: `ddim`, `ddpm` or `euler`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SamplerKind::Ddpm => "ddpm",
+            SamplerKind::Ddim { .. } => "ddim",
+            SamplerKind::Euler => "euler",
+        }
+    }
+
+    /// This sampler with DDIM's stochasticity set to `eta` (the others have none).
+    pub fn with_eta(self, eta: f64) -> Self {
+        match self {
+            SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta },
+            other => other,
+        }
+    }
+
     /// Whether this sampler can denoise with a model of this `prediction`: every one for
     /// ε and v, only Euler for a flow.
     pub fn fits(self, prediction: Prediction) -> bool {

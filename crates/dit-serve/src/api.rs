@@ -242,12 +242,7 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
         None => SamplerKind::default_for(prediction),
         Some(name) => name.parse().map_err(ApiError::bad_request)?,
     };
-    let sampler = match sampler {
-        SamplerKind::Ddim { .. } => SamplerKind::Ddim {
-            eta: body.eta.unwrap_or(0.0),
-        },
-        other => other,
-    };
+    let sampler = sampler.with_eta(body.eta.unwrap_or(0.0));
     let options = GenerateOptions {
         steps: body.steps.unwrap_or(DEFAULT_STEPS),
         sampler,
@@ -301,9 +296,10 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
         .filter(|c| info.tokenizer.encode(c, usize::MAX).is_ok())
         .collect();
     let prediction = info.spec.diffusion.prediction;
-    let samplers: Vec<&str> = ["ddim", "ddpm", "euler"]
+    let samplers: Vec<&str> = SamplerKind::ALL
         .into_iter()
-        .filter(|s| s.parse::<SamplerKind>().is_ok_and(|k| k.fits(prediction)))
+        .filter(|k| k.fits(prediction))
+        .map(SamplerKind::name)
         .collect();
     Json(json!({
         "words": words,
@@ -314,19 +310,11 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
             "steps": DEFAULT_STEPS,
             "guidance": info.spec.guidance,
             "seed": 0,
-            "sampler": sampler_name(SamplerKind::default_for(info.spec.diffusion.prediction)),
+            "sampler": SamplerKind::default_for(info.spec.diffusion.prediction).name(),
         },
         "max_steps": info.spec.diffusion.steps,
         "samplers": samplers,
     }))
-}
-
-fn sampler_name(sampler: SamplerKind) -> &'static str {
-    match sampler {
-        SamplerKind::Ddpm => "ddpm",
-        SamplerKind::Ddim { .. } => "ddim",
-        SamplerKind::Euler => "euler",
-    }
 }
 
 /// Whether the client asked for MP4 rather than GIF.

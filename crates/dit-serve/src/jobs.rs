@@ -18,7 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use burn::tensor::Device;
 use dit_data::Clip;
-use dit_data::video::{FRAMES_PER_SECOND, encode_gif};
+use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
 use dit_infer::pipeline::{GenerateOptions, decode_latent, generate};
 use dit_infer::trace::{TraceOptions, trace};
 use dit_model::{Backend, RunSpec, Tokenizer, TrainedModel};
@@ -287,7 +287,8 @@ fn work(
 
 /// A clip as a `data:` URI of an animated GIF.
 fn gif_data_uri(clip: &Clip, scale: usize) -> Result<String> {
-    let gif = encode_gif(clip, scale, 100 / FRAMES_PER_SECOND).map_err(anyhow::Error::msg)?;
+    let gif =
+        encode_clip(clip, ClipFormat::Gif, scale, FRAMES_PER_SECOND).map_err(anyhow::Error::msg)?;
     Ok(format!("data:image/gif;base64,{}", STANDARD.encode(gif)))
 }
 
@@ -330,7 +331,8 @@ fn run_generation(
         return Err(e.context("cannot encode a preview"));
     }
     let clip = clips.into_iter().next().context("no clip was generated")?;
-    let gif = encode_gif(&clip, CLIP_SCALE, 100 / FRAMES_PER_SECOND).map_err(anyhow::Error::msg)?;
+    let gif = encode_clip(&clip, ClipFormat::Gif, CLIP_SCALE, FRAMES_PER_SECOND)
+        .map_err(anyhow::Error::msg)?;
     Ok(Output {
         clip,
         gif,

@@ -16,7 +16,7 @@ use dit_data::figure::write_prompt_sheet;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
 use dit_infer::default_checkpoint;
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
-use dit_infer::pipeline::{GenerateOptions, generate, tokenize};
+use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, generate, tokenize};
 use dit_infer::sampler::SamplerKind;
 use dit_infer::trace::{TraceOptions, trace};
 use dit_model::{Backend, TrainedModel};
@@ -57,7 +57,7 @@ struct Args {
     #[arg(long, global = true)]
     checkpoint: Option<PathBuf>,
     /// Denoising steps.
-    #[arg(long, global = true, default_value_t = 50)]
+    #[arg(long, global = true, default_value_t = DEFAULT_STEPS)]
     steps: usize,
     /// Sampler: ddim, ddpm or euler (default: euler for a rectified-flow checkpoint, else ddim).
     #[arg(long, global = true)]

@@ -172,6 +172,10 @@ pub struct DenoisingStep<'a> {
     pub predicted_clean: Tensor<5>,
 }
 
+/// Denoising steps a clip is generated with unless told otherwise (`dit-infer --steps`,
+/// the studio's default).
+pub const DEFAULT_STEPS: usize = 50;
+
 /// Generates one clip per prompt, denoising all prompts as one batch; `on_step` sees
 /// each [`DenoisingStep`].
 ///
@@ -182,17 +186,100 @@ pub fn generate(
     prompts: &[String],
     options: &GenerateOptions,
     device: &Device,
-    mut on_step: impl FnMut(&DenoisingStep),
+    on_step: impl FnMut(&DenoisingStep),
 ) -> Result<Vec<Clip>, GenerateError> {
-    let schedule = model.spec.diffusion.build();
-    let prediction = model.spec.diffusion.prediction;
-    options.validate(schedule.len(), prediction)?;
+    let schedule_len = model.spec.diffusion.steps;
+    options.validate(schedule_len, model.spec.diffusion.prediction)?;
     if prompts.is_empty() {
         return Err(GenerateError::Options("no prompt given".into()));
     }
-    let batch = prompts.len();
-    let dit_config = &model.spec.model.dit;
     let tokens = tokenize(model, prompts, device)?;
+    let dit_config = &model.spec.model.dit;
+    let per_item: Vec<Tensor<5>> = (0..prompts.len())
+        .map(|i| {
+            let index = options.prompt_offset + i as u64;
+            let mut rng = rng_for(options.seed, Stream::InitialNoise, index);
+            let shape = [
+                1,
+                dit_config.latent_channels,
+                dit_config.latent_frames,
+                dit_config.latent_size,
+                dit_config.latent_size,
+            ];
+            gaussian(&mut rng, shape, device)
+        })
+        .collect();
+    let x_t = Tensor::cat(per_item, 0); // [B, C, F, h, w]
+    let latent = denoise(model, tokens, x_t, 0, options, on_step);
+    Ok(decode_latent(model, latent))
+}
+
+/// SDEdit (Meng et al. 2022): noises the clean latents `x0` `[B, C, F, h, w]` (normalised
+/// units) with `noise` to the noise level of step `start` of the sampling grid of
+/// `options.steps` steps, and denoises them from there with the prompts' word ids
+/// `tokens` `[B, max_words]`. `start = 0` starts at the grid's noisiest step (almost pure
+/// noise); `start = options.steps` returns `x0` unchanged. The result keeps what the noise level leaves
+/// of `x0` (at low levels: position, shape, colour) and has the model's own errors, as a
+/// generated latent has them.
+///
+/// # Panics
+/// If `options` do not [validate](GenerateOptions::validate) or `start > options.steps`.
+pub fn sdedit(
+    model: TextToVideo<'_>,
+    tokens: Tensor<2, Int>,
+    x0: Tensor<5>,
+    noise: Tensor<5>,
+    start: usize,
+    options: &GenerateOptions,
+) -> Tensor<5> {
+    let schedule = model.spec.diffusion.build();
+    let prediction = model.spec.diffusion.prediction;
+    options
+        .validate(schedule.len(), prediction)
+        .expect("valid sampling options");
+    assert!(
+        start <= options.steps,
+        "start {start} past the {} steps",
+        options.steps
+    );
+    if start == options.steps {
+        return x0;
+    }
+    let x_start = if prediction == Prediction::Flow {
+        let sigma = flow_sigmas(options.steps)[start];
+        x0 * (1.0 - sigma) + noise * sigma
+    } else {
+        let a = schedule.alpha_bar(respace(schedule.len(), options.steps)[start]);
+        x0 * a.sqrt() + noise * (1.0 - a).sqrt()
+    };
+    denoise(model, tokens, x_start, start, options, |_| {})
+}
+
+/// The noise level of step `i` of the sampling grid of `steps` steps, as the timestep the
+/// network reads (a diffusion step, or σ·T for a flow).
+pub fn grid_timestep(spec: &RunSpec, steps: usize, i: usize) -> f64 {
+    let total = spec.diffusion.steps;
+    if spec.diffusion.prediction == Prediction::Flow {
+        flow::timestep(flow_sigmas(steps)[i], total)
+    } else {
+        respace(total, steps)[i] as f64
+    }
+}
+
+/// Runs the sampler from `x` `[B, C, F, h, w]`, the latent at step `start` of the grid of
+/// `options.steps` steps, to a clean latent, guided by the prompts' word ids `tokens`.
+fn denoise(
+    model: TextToVideo<'_>,
+    tokens: Tensor<2, Int>,
+    x: Tensor<5>,
+    start: usize,
+    options: &GenerateOptions,
+    mut on_step: impl FnMut(&DenoisingStep),
+) -> Tensor<5> {
+    let device = x.device();
+    let schedule = model.spec.diffusion.build();
+    let prediction = model.spec.diffusion.prediction;
+    let batch = x.dims()[0];
     let guided = options.guidance != 1.0;
     // Conditional and null prompts are denoised in one batch of 2B.
     let tokens = if guided {
@@ -201,29 +288,12 @@ pub fn generate(
         tokens
     };
     let text = model.dit.encode_text(tokens);
-
-    let latent_shape = [
-        batch,
-        dit_config.latent_channels,
-        dit_config.latent_frames,
-        dit_config.latent_size,
-        dit_config.latent_size,
-    ];
-    let per_item: Vec<Tensor<5>> = (0..batch)
-        .map(|i| {
-            let index = options.prompt_offset + i as u64;
-            let mut rng = rng_for(options.seed, Stream::InitialNoise, index);
-            let [_, c, f, h, w] = latent_shape;
-            gaussian(&mut rng, [1, c, f, h, w], device)
-        })
-        .collect();
-    let x_t = Tensor::cat(per_item, 0);
     let mut rng = rng_for(options.seed, Stream::SamplerNoise, options.prompt_offset);
 
     // The DiT's output at `x` and timestep `t`, guided: ε, v or a flow's velocity.
     let guided_output = |x: Tensor<5>, t: f64| {
         let n = if guided { 2 * batch } else { batch };
-        let steps = Tensor::<1>::full([n], t as f32, device);
+        let steps = Tensor::<1>::full([n], t as f32, &device);
         let input = if guided {
             Tensor::cat(vec![x.clone(), x], 0)
         } else {
@@ -239,7 +309,7 @@ pub fn generate(
             out
         }
     };
-    let total = options.steps;
+    let total = options.steps - start;
     let mut done = 0;
     let mut observe = |timestep: f64, latent: &Tensor<5>, predicted_clean: Tensor<5>| {
         done += 1;
@@ -251,7 +321,7 @@ pub fn generate(
             predicted_clean,
         });
     };
-    let latent = if prediction == Prediction::Flow {
+    if prediction == Prediction::Flow {
         let velocity = |x: Tensor<5>, sigma: f64| {
             let t = flow::timestep(sigma, schedule.len());
             let v = guided_output(x.clone(), t);
@@ -259,7 +329,7 @@ pub fn generate(
             observe(t, &x, x.clone() - v.clone() * sigma);
             v
         };
-        euler(&flow_sigmas(options.steps), x_t, velocity, |_| {})
+        euler(&flow_sigmas(options.steps)[start..], x, velocity, |_| {})
     } else {
         let eps = |x: Tensor<5>, t: usize| {
             let out = guided_output(x.clone(), t as f64);
@@ -275,20 +345,85 @@ pub fn generate(
         let timesteps = respace(schedule.len(), options.steps);
         sample(
             &schedule,
-            &timesteps,
+            &timesteps[start..],
             options.sampler,
-            x_t,
+            x,
             &mut rng,
             eps,
             |_| {},
         )
-    };
-    Ok(decode_latent(model, latent))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dit_data::{
+        CaptionMode, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data, judge_clip,
+    };
+
+    #[test]
+    fn sdedit_keeps_the_clip_and_redraws_more_from_more_noise() {
+        let device = Device::default();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny");
+        let model = TrainedModel::load(&dir, &device).unwrap();
+        let (f, s) = (model.spec.frames, model.spec.size);
+        let shapes = MovingShapesConfig::new().with_frames(f).with_size(s);
+        let composition = Composition::all()[5];
+        let item = MovingShapes::clip_for(&shapes, composition, 3, 0, CaptionMode::Canonical);
+        let video = Tensor::<5>::from_data(
+            TensorData::new(clip_to_tensor_data(&item.clip), [1, 3, f, s, s]),
+            &device,
+        );
+        let x0 = model.autoencoder.encode(video).mean * model.spec.latent_scale;
+        let noise = gaussian(&mut rng_for(0, Stream::InitialNoise, 0), x0.dims(), &device);
+        let tokens = tokenize(
+            (&model).into(),
+            std::slice::from_ref(&item.caption),
+            &device,
+        )
+        .unwrap();
+        let options = GenerateOptions {
+            steps: 50,
+            sampler: SamplerKind::Ddim { eta: 0.0 },
+            guidance: 3.0,
+            seed: 0,
+            prompt_offset: 0,
+        };
+        let redraw = |start| {
+            sdedit(
+                (&model).into(),
+                tokens.clone(),
+                x0.clone(),
+                noise.clone(),
+                start,
+                &options,
+            )
+        };
+        // The last grid position is the clean latent itself.
+        assert_eq!(redraw(50).into_data(), x0.to_data());
+        let variance: f32 = x0.clone().var(1).mean().into_scalar();
+        let change = |start| {
+            let out = redraw(start);
+            let clip = decode_latent((&model).into(), out.clone()).remove(0);
+            let mse: f32 = (out - x0.clone()).powi_scalar(2).mean().into_scalar();
+            (
+                mse / variance,
+                judge_clip(&clip).matches(&composition).all(),
+            )
+        };
+        // Grid position 46 is diffusion step 61, 40 is step 183.
+        assert_eq!(grid_timestep(&model.spec, 50, 46), 61.0);
+        assert_eq!(grid_timestep(&model.spec, 50, 40), 183.0);
+        let (low, low_right) = change(46);
+        let (high, high_right) = change(40);
+        eprintln!("relative change from step 61: {low}, from step 183: {high}");
+        assert!(low_right && high_right, "the clip's composition is kept");
+        assert!(
+            low > 0.0 && low < high && high < 0.05,
+            "relative change {low} < {high}"
+        );
+    }
 
     #[test]
     fn a_flow_is_sampled_with_euler_only() {

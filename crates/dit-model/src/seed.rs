@@ -33,6 +33,9 @@ pub enum Stream {
     SamplerNoise,
     /// The noise of `dit-infer trace`'s view of one training step; index: 0.
     TraceNoise,
+    /// The start step and noise of the DiT-denoised latents a decoder stage learns from;
+    /// index: the batch of clips.
+    DecoderDenoising,
 }
 
 impl Stream {
@@ -50,6 +53,7 @@ impl Stream {
             Stream::SamplerNoise => 7,
             // 8 was the evaluation's paraphrase draws, now designed instead.
             Stream::TraceNoise => 9,
+            Stream::DecoderDenoising => 10,
             Stream::CompositionClips(composition) => 1000 + composition as u64,
         }
     }
@@ -98,6 +102,8 @@ mod tests {
             Stream::DitStep,
             Stream::InitialNoise,
             Stream::SamplerNoise,
+            Stream::TraceNoise,
+            Stream::DecoderDenoising,
         ];
         let mut seeds: Vec<u64> = streams
             .iter()

@@ -28,7 +28,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dit_data::Composition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
-use dit_infer::pipeline::{GenerateError, GenerateOptions, check_prompt};
+use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompt};
 use dit_infer::sampler::SamplerKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -225,9 +225,6 @@ pub struct GenerateBody {
     /// DDIM's η in [0, 1] (default 0).
     pub eta: Option<f64>,
 }
-
-/// Default denoising steps, as on the command line.
-pub const DEFAULT_STEPS: usize = 50;
 
 /// Checks a request body against the model, with the command line's messages.
 pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, ApiError> {

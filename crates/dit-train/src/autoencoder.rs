@@ -23,6 +23,7 @@ use rand::Rng;
 use crate::checkpoint::save_optimizer;
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
+use crate::denoised::DenoisedFrames;
 use crate::lr_schedule::cosine_lr;
 use crate::progress::{LossChart, LossLog, Progress};
 
@@ -88,6 +89,7 @@ pub fn train(
         log_offset: 0,
         begins: None,
         latent_noise: 0.0,
+        denoised: None,
         frozen_encoder: false,
         checkpoints: checkpoints.map(Path::to_path_buf),
     };
@@ -115,6 +117,9 @@ pub struct DecoderRound {
     pub learning_rate: f64,
     /// Largest latent noise, in units of the DiT's normalised latent (0: clean latents).
     pub latent_noise: f64,
+    /// Largest diffusion step from which the run's DiT denoises the latents the decoder
+    /// sees (0: the encoder's latents; see [`DenoisedFrames`]).
+    pub denoised_from: usize,
     /// Decoder steps of the run before this round (its frames and log lines follow them).
     pub decoder_steps_before: usize,
     /// Autoencoder training seconds of the run before this round.
@@ -135,6 +140,7 @@ impl DecoderRound {
             steps,
             learning_rate,
             latent_noise,
+            denoised_from: 0,
             decoder_steps_before: report.decoder_steps,
             seconds_before: report.seconds,
             checkpoints: None,
@@ -152,7 +158,8 @@ impl DecoderRound {
 /// noise of a standard deviation drawn uniformly from [0, σ] (in units of the
 /// normalised latent the DiT generates) to the clean frame: a generated latent is off
 /// the encoder's latents by the DiT's error, and this decoder turns small errors into
-/// clean shapes instead of ragged edges.
+/// clean shapes instead of ragged edges. With `denoised_from` > 0 it learns from the
+/// DiT's own denoised latents ([`DenoisedFrames`]), with the white noise on top.
 pub fn finetune_decoder(
     config: &ExperimentConfig,
     source: &ClipSource,
@@ -164,6 +171,7 @@ pub fn finetune_decoder(
         steps,
         learning_rate,
         latent_noise,
+        denoised_from,
         ..
     } = *round;
     if steps == 0 {
@@ -175,8 +183,18 @@ pub fn finetune_decoder(
     if !(latent_noise.is_finite() && (0.0..=10.0).contains(&latent_noise)) {
         bail!("--latent-noise must be in [0, 10], got {latent_noise}");
     }
+    let denoised = if denoised_from > 0 {
+        let set = DenoisedFrames::build(config, source, run_dir, denoised_from, device)?;
+        Some(set.into_device(&device.clone().autodiff()))
+    } else {
+        None
+    };
     let train_device = device.clone().autodiff();
     let (ae, before) = load(config, run_dir, &train_device)?;
+    let source_words = match denoised_from {
+        0 => String::new(),
+        t => format!("DiT-denoised latents from step ≤ {t}, "),
+    };
     let schedule = Schedule {
         // Continue the frame sequence past the frames stage 1 and earlier rounds saw.
         first_step: before.steps + round.decoder_steps_before,
@@ -186,12 +204,15 @@ pub fn finetune_decoder(
         // Earlier fine-tunings stay in the log; this one continues their step count.
         log_offset: round.decoder_steps_before,
         begins: Some(if latent_noise > 0.0 {
-            format!("latent noise σ ≤ {latent_noise}, lr {learning_rate:e}")
+            format!("{source_words}latent noise σ ≤ {latent_noise}, lr {learning_rate:e}")
+        } else if denoised_from > 0 {
+            format!("{source_words}lr {learning_rate:e}")
         } else {
             format!("clean latents, lr {learning_rate:e}")
         }),
         // The DiT's latent is the encoder's times `latent_scale`.
         latent_noise: latent_noise / before.latent_scale,
+        denoised,
         frozen_encoder: true,
         checkpoints: round.checkpoints.clone(),
     };
@@ -237,6 +258,8 @@ struct Schedule {
     /// Largest standard deviation of the Gaussian noise added to the latents before
     /// decoding (encoder units; drawn per frame uniformly from [0, this]).
     latent_noise: f64,
+    /// Learn from these frames of DiT-denoised latents instead of encoding training frames.
+    denoised: Option<DenoisedFrames>,
     /// Train the decoder only.
     frozen_encoder: bool,
     /// Folder of this fit's checkpoints (none: it is not checkpointed).
@@ -301,25 +324,39 @@ fn fit(
     let progress = Progress::new("autoencoder", state.step, schedule.steps);
     let seconds_before = state.seconds;
     for step in state.step..schedule.steps {
-        // One random frame from each of `batch_size` clips: the autoencoder codes
-        // frames independently, and frames of one clip are nearly the same image.
-        let items = (0..settings.batch_size)
-            .map(|j| {
-                let index = (schedule.first_step + step) * settings.batch_size + j;
-                let mut item = source.train_item(index, config.seed);
-                let frame = (seed_for(config.seed, Stream::AutoencoderFrame, index as u64)
-                    % item.clip.frames as u64) as usize;
-                item.clip = Clip {
-                    frames: 1,
-                    pixels: item.clip.frame(frame).to_vec(),
-                    ..item.clip
-                };
-                item
-            })
-            .collect();
-        let video = videos(&batcher, items, train_device)?; // [batch, 3, 1, H, W]
-        let moments = ae.encode(video.clone());
-        let latent = moments.sample(); // [batch, C, 1, h, w]
+        // Draw `index` of the stage picks the frame.
+        let indices = (0..settings.batch_size)
+            .map(|j| (schedule.first_step + step) * settings.batch_size + j);
+        let frame_of = |index: usize, frames: usize| {
+            (seed_for(config.seed, Stream::AutoencoderFrame, index as u64) % frames as u64) as usize
+        };
+        let (video, latent, kl) = match &schedule.denoised {
+            None => {
+                // One random frame from each of `batch_size` clips: the autoencoder codes
+                // frames independently, and frames of one clip are nearly the same image.
+                let items = indices
+                    .map(|index| {
+                        let mut item = source.train_item(index, config.seed);
+                        let frame = frame_of(index, item.clip.frames);
+                        item.clip = Clip {
+                            frames: 1,
+                            pixels: item.clip.frame(frame).to_vec(),
+                            ..item.clip
+                        };
+                        item
+                    })
+                    .collect();
+                let video = videos(&batcher, items, train_device)?; // [batch, 3, 1, H, W]
+                let moments = ae.encode(video.clone());
+                let latent = moments.sample(); // [batch, C, 1, h, w]
+                (video, latent, Some(moments.kl()))
+            }
+            Some(set) => {
+                let picks: Vec<usize> = indices.map(|index| frame_of(index, set.len())).collect();
+                let (latent, video) = set.select(&picks);
+                (video, latent, None)
+            }
+        };
         let latent = if schedule.latent_noise > 0.0 {
             let step = (schedule.first_step + step) as u64;
             let mut rng = rng_for(config.seed, Stream::AutoencoderStep, step);
@@ -334,7 +371,10 @@ fn fit(
         };
         let recon = ae.decode(latent);
         let mse = (recon - video).powi_scalar(2).mean();
-        let loss = mse.clone() + moments.kl() * settings.kl_weight;
+        let loss = match kl {
+            Some(kl) => mse.clone() + kl * settings.kl_weight,
+            None => mse.clone(),
+        };
         let lr = cosine_lr(schedule.learning_rate, step, schedule.steps);
         let grads = GradientsParams::from_grads(loss.backward(), &ae);
         ae = optim.step(lr, ae, grads);

@@ -98,9 +98,20 @@ pub enum Stage {
         /// decoder sees, in units of the DiT's normalised latent (0: clean latents):
         /// makes the decoder robust to the DiT's sampling error.
         latent_noise: f64,
+        /// Largest diffusion step from which the trained DiT denoises the latents the
+        /// decoder sees (SDEdit; 0: the encoder's latents). The decoder then learns the
+        /// DiT's own errors, as a generated latent has them, instead of white noise.
+        /// Needs the DiT: the stage comes after it.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        denoised_from: usize,
     },
     /// Train the DiT on the frozen encoder's latents (`[dit_training]`).
     Dit,
+}
+
+/// Whether a count is 0 (such fields are left out of a written config).
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Stage {
@@ -255,10 +266,26 @@ impl ExperimentConfig {
                     steps,
                     learning_rate,
                     latent_noise,
+                    denoised_from,
                 } => {
                     require_positive(&format!("{field}.steps"), *steps)?;
                     require_in_range(&format!("{field}.learning_rate"), *learning_rate, 1e-8, 1.0)?;
                     require_in_range(&format!("{field}.latent_noise"), *latent_noise, 0.0, 10.0)?;
+                    if *denoised_from > 0 && !self.stages[..i].contains(&Stage::Dit) {
+                        return Err(ConfigError::new(
+                            format!("{field}.denoised_from"),
+                            "needs the trained DiT: list this stage after the `dit` stage",
+                        ));
+                    }
+                    if *denoised_from >= self.diffusion.steps {
+                        return Err(ConfigError::new(
+                            format!("{field}.denoised_from"),
+                            format!(
+                                "must be below the {} diffusion steps, got {denoised_from}",
+                                self.diffusion.steps
+                            ),
+                        ));
+                    }
                 }
                 _ => {}
             }
@@ -476,7 +503,8 @@ mod tests {
             Stage::Decoder {
                 steps: 10,
                 learning_rate: 0.001,
-                latent_noise: 0.3
+                latent_noise: 0.3,
+                denoised_from: 0,
             }
         );
         assert_eq!(
@@ -502,6 +530,37 @@ mod tests {
         for (from, to, field) in cases {
             check(&good, from, to, field);
         }
+        // A decoder stage on the DiT's denoised latents comes after the DiT.
+        check(
+            &good,
+            "latent_noise = 0.3",
+            "latent_noise = 0.3\ndenoised_from = 300",
+            "stages[2].denoised_from",
+        );
+        let denoised = format!(
+            "{good}\n[[stages]]\nstage = \"decoder\"\nsteps = 10\nlearning_rate = 0.001\n\
+             latent_noise = 0.1\ndenoised_from = 300\n"
+        );
+        let config = ExperimentConfig::parse(&denoised).unwrap();
+        assert_eq!(
+            config.stages[3],
+            Stage::Decoder {
+                steps: 10,
+                learning_rate: 0.001,
+                latent_noise: 0.1,
+                denoised_from: 300,
+            }
+        );
+        assert_eq!(
+            ExperimentConfig::parse(&config.to_toml()).unwrap().stages,
+            config.stages
+        );
+        check(
+            &denoised,
+            "denoised_from = 300",
+            "denoised_from = 1000",
+            "stages[4].denoised_from",
+        );
         let twice = format!("{good}\n[[stages]]\nstage = \"dit\"\n");
         assert_eq!(
             ExperimentConfig::parse(&twice).unwrap_err().field,

@@ -6,6 +6,7 @@
 //! - [`config`]: the experiment config (`configs/*.toml`);
 //! - [`data`]: Moving Shapes or a folder of captioned clips;
 //! - [`autoencoder`]: stage 1 and decoder fine-tuning, PSNR and the latent scale factor;
+//! - [`denoised`]: the DiT's own denoised latents, for a decoder stage;
 //! - [`lr_schedule`]: warm-up and cosine decay of the learning rate;
 //! - [`latent_cache`]: stage 2's training latents, encoded once;
 //! - [`loss`]: one step's random draws and the diffusion loss;
@@ -21,6 +22,7 @@ pub mod autoencoder;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod denoised;
 pub mod ema;
 pub mod fidelity;
 pub mod latent_cache;

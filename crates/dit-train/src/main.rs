@@ -69,6 +69,11 @@ enum Command {
         /// the decoder robust to the DiT's sampling error.
         #[arg(long, default_value_t = 0.0)]
         latent_noise: f64,
+        /// Largest diffusion step from which the run's DiT denoises the latents the
+        /// decoder sees (SDEdit; 0: the encoder's latents): the decoder learns the DiT's
+        /// own errors.
+        #[arg(long, default_value_t = 0)]
+        denoised_from: usize,
     },
 }
 
@@ -114,6 +119,7 @@ fn run(args: Args) -> Result<()> {
         steps,
         learning_rate,
         latent_noise,
+        denoised_from,
     }) = args.command
     {
         if args.resume.is_none() {
@@ -121,7 +127,16 @@ fn run(args: Args) -> Result<()> {
         }
         let source = ClipSource::open(&config)?;
         let report = read_autoencoder_report(&run_dir)?;
-        let round = DecoderRound::after(&report, steps, learning_rate, latent_noise);
+        if denoised_from >= config.diffusion.steps {
+            bail!(
+                "--denoised-from must be below the {} diffusion steps, got {denoised_from}",
+                config.diffusion.steps
+            );
+        }
+        let round = DecoderRound {
+            denoised_from,
+            ..DecoderRound::after(&report, steps, learning_rate, latent_noise)
+        };
         let (before, report) =
             autoencoder::finetune_decoder(&config, &source, &run_dir, &device, &round)?;
         eprintln!(

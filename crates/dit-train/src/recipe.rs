@@ -148,12 +148,14 @@ pub fn run(
                 steps,
                 learning_rate,
                 latent_noise,
+                denoised_from,
             } => {
                 let fidelity = FidelityLog::open(run_dir, number, 0)?;
                 let round = DecoderRound {
                     steps: *steps,
                     learning_rate: *learning_rate,
                     latent_noise: *latent_noise,
+                    denoised_from: *denoised_from,
                     decoder_steps_before: decoder_steps_before(config, index),
                     seconds_before: autoencoder_seconds(&state),
                     checkpoints: Some(checkpoints.clone()),
@@ -280,8 +282,13 @@ fn describe(stage: &Stage) -> String {
             steps,
             learning_rate,
             latent_noise,
+            denoised_from,
         } => format!(
-            "fine-tune the decoder, {steps} steps, learning rate {learning_rate:e}, latent noise σ ≤ {latent_noise}"
+            "fine-tune the decoder, {steps} steps, learning rate {learning_rate:e}, {}latent noise σ ≤ {latent_noise}",
+            match denoised_from {
+                0 => String::new(),
+                t => format!("on the DiT's latents denoised from step ≤ {t}, "),
+            }
         ),
         Stage::Dit => "train the DiT on the frozen encoder's latents".into(),
     }

@@ -43,8 +43,8 @@ fn dit_train(args: &[&str]) -> Output {
 }
 
 /// The micro recipe with every kind of stage (autoencoder, a noisy decoder round, the
-/// DiT, a clean decoder round), long enough and checkpointed often enough to be killed
-/// inside each stage.
+/// DiT, a decoder round on the DiT's denoised latents), long enough and checkpointed
+/// often enough to be killed inside each stage.
 fn recipe_micro(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(micro()).unwrap();
     let text = text
@@ -80,7 +80,8 @@ stage = "dit"
 stage = "decoder"
 steps = 30
 learning_rate = 0.0005
-latent_noise = 0.0
+latent_noise = 0.1
+denoised_from = 300
 "#
     );
     let path = dir.join("recipe.toml");

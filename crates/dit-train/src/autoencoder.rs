@@ -321,7 +321,11 @@ fn fit(
         schedule.begins.as_deref()
     };
     let log = LossLog::open(&log_path, schedule.log_offset + state.step, begins)?;
-    let progress = Progress::new("autoencoder", state.step, schedule.steps);
+    let name = match schedule.log {
+        LossChart::Decoder => "decoder",
+        _ => "autoencoder",
+    };
+    let progress = Progress::new(name, state.step, schedule.steps);
     let seconds_before = state.seconds;
     for step in state.step..schedule.steps {
         // Draw `index` of the stage picks the frame.

@@ -461,6 +461,11 @@ mod tests {
             (
                 "batch_size = 32\n",
                 "batch_size = 0\n",
+                "autoencoder_training.batch_size",
+            ),
+            (
+                "[dit_training]\nsteps = 8000\nbatch_size = 32\n",
+                "[dit_training]\nsteps = 8000\nbatch_size = 0\n",
                 "dit_training.batch_size",
             ),
             (

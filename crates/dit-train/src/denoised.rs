@@ -24,6 +24,11 @@ use crate::data::ClipSource;
 /// Clips denoised together: they share one start step.
 const BATCH: usize = 32;
 
+/// Clips a decoder stage denoises: a quarter of the DiT's `train_clips`, at least one.
+pub fn clip_count(train_clips: usize) -> usize {
+    (train_clips / 4).max(1)
+}
+
 /// Frames of DiT-denoised latents and the frames they came from.
 pub struct DenoisedFrames {
     /// The denoised latents, one frame each, in the encoder's units: `[n, C, 1, h, w]`.
@@ -65,7 +70,7 @@ impl DenoisedFrames {
         let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
         let (mut latents, mut frames) = (Vec::new(), Vec::new());
         let train_clips = config.dit_training.train_clips;
-        let count = (train_clips / 4).max(1);
+        let count = clip_count(train_clips);
         for (number, first) in (0..count).step_by(BATCH).enumerate() {
             let items: Vec<VideoItem> = (first..(first + BATCH).min(count))
                 .map(|i| source.train_item(train_clips + i, config.seed))

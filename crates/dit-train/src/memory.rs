@@ -13,15 +13,17 @@
 //! - stage 1: the autoencoder's weights and Adam state (4 × its parameters) and the
 //!   activations of a batch of frames, about 20 values per channel and pixel at each
 //!   resolution, in the encoder and in the decoder;
+//! - a decoder stage on the DiT's denoised latents: its set of frames and latents and the
+//!   DiT's weights, beside stage 1's count;
 //! - a fixed 128 MiB for the program, its data and Burn's buffers.
 //!
-//! Stages run one after the other, so the larger of the two counts.
+//! Stages run one after the other, so the largest of them counts.
 
 use std::fmt;
 
 use dit_model::DitConfig;
 
-use crate::config::ExperimentConfig;
+use crate::config::{ExperimentConfig, Stage};
 
 /// Bytes of one `f32`.
 const F32: f64 = 4.0;
@@ -43,6 +45,9 @@ pub struct MemoryEstimate {
     pub latent_cache: f64,
     /// Stage 1: autoencoder weights, Adam state and activations of one step.
     pub autoencoder: f64,
+    /// A decoder stage on the DiT's denoised latents: the set of frames and latents it
+    /// holds, and the DiT's weights (0 when no stage has `denoised_from`).
+    pub denoised_set: f64,
 }
 
 impl MemoryEstimate {
@@ -62,13 +67,14 @@ impl MemoryEstimate {
             dit_activations: d.batch_size as f64 * activations_per_clip(&dit) * F32,
             latent_cache: d.train_clips as f64 * latent_values * F32,
             autoencoder: autoencoder_bytes(config),
+            denoised_set: denoised_set_bytes(config, latent_values, parameters),
         }
     }
 
     /// The peak: the larger of stage 1 and stage 2, plus the program's own memory.
     pub fn total(&self) -> f64 {
         let stage2 = self.dit_state + self.dit_activations + self.latent_cache;
-        BASE_BYTES + stage2.max(self.autoencoder)
+        BASE_BYTES + stage2.max(self.autoencoder + self.denoised_set)
     }
 }
 
@@ -82,6 +88,22 @@ fn activations_per_clip(dit: &DitConfig) -> f64 {
         block += 6.0 * d * n + 3.0 * h * n * words;
     }
     dit.depth as f64 * block
+}
+
+/// A decoder stage with `denoised_from`: its frames (3 values a pixel) and denoised latents
+/// ([`crate::denoised::DenoisedFrames`]) and the DiT's weights, beside the decoder's training.
+fn denoised_set_bytes(config: &ExperimentConfig, latent_values: f64, dit_parameters: u64) -> f64 {
+    let denoised = config
+        .stages
+        .iter()
+        .any(|s| matches!(s, Stage::Decoder { denoised_from, .. } if *denoised_from > 0));
+    if !denoised {
+        return 0.0;
+    }
+    let clips = crate::denoised::clip_count(config.dit_training.train_clips) as f64;
+    let shapes = &config.data.shapes;
+    let pixels = (shapes.frames * shapes.size * shapes.size) as f64;
+    (clips * (3.0 * pixels + latent_values) + dit_parameters as f64) * F32
 }
 
 /// Stage 1: weights, Adam's moments and gradients, and the activations of a batch of frames.
@@ -135,13 +157,21 @@ impl fmt::Display for MemoryEstimate {
         write!(
             f,
             "{} (DiT: {} parameters, {} of weights, gradients, AdamW and EMA, {} of \
-             activations a step, {} of cached latents; stage 1: {})",
+             activations a step, {} of cached latents; stage 1: {}{})",
             human_bytes(self.total()),
             human_count(self.dit_parameters as f64),
             human_bytes(self.dit_state),
             human_bytes(self.dit_activations),
             human_bytes(self.latent_cache),
             human_bytes(self.autoencoder),
+            if self.denoised_set > 0.0 {
+                format!(
+                    "; a decoder stage's denoised set: {}",
+                    human_bytes(self.denoised_set)
+                )
+            } else {
+                String::new()
+            },
         )
     }
 }
@@ -191,6 +221,25 @@ mod tests {
         assert!(e.dit_parameters > 3_000_000_000_000, "{}", e.dit_parameters);
         assert!(e.total() > 1e13);
         assert!(e.to_string().contains("TiB"), "{e}");
+    }
+
+    #[test]
+    fn a_denoised_decoder_stage_counts_its_set() {
+        let c = config("tiny.toml");
+        let e = MemoryEstimate::of(&c);
+        // 1,024 clips of 8 frames: 3·32·32 pixel values and 4·8·8 latent values a frame.
+        let set = 1024.0 * 8.0 * (3.0 * 32.0 * 32.0 + 4.0 * 8.0 * 8.0);
+        assert_eq!(e.denoised_set, (set + e.dit_parameters as f64) * F32);
+        assert!(e.to_string().contains("denoised set"), "{e}");
+        // Clips of 256×256 pixels and 64 frames: the frames alone are 1,024·64·3·256² values, 48 GiB.
+        let mut big = config("tiny.toml");
+        big.data.shapes.size = 256;
+        big.data.shapes.frames = 64;
+        let e = MemoryEstimate::of(&big);
+        assert!(e.denoised_set > 51e9 && e.total() > e.denoised_set, "{e}");
+        let mut without = config("tiny.toml");
+        without.stages.pop();
+        assert_eq!(MemoryEstimate::of(&without).denoised_set, 0.0);
     }
 
     #[test]

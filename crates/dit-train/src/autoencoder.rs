@@ -183,13 +183,13 @@ pub fn finetune_decoder(
     if !(latent_noise.is_finite() && (0.0..=10.0).contains(&latent_noise)) {
         bail!("--latent-noise must be in [0, 10], got {latent_noise}");
     }
+    let train_device = device.clone().autodiff();
     let denoised = if denoised_from > 0 {
         let set = DenoisedFrames::build(config, source, run_dir, denoised_from, device)?;
-        Some(set.into_device(&device.clone().autodiff()))
+        Some(set.into_device(&train_device))
     } else {
         None
     };
-    let train_device = device.clone().autodiff();
     let (ae, before) = load(config, run_dir, &train_device)?;
     let source_words = match denoised_from {
         0 => String::new(),

@@ -38,12 +38,11 @@ pub struct DenoisedFrames {
 }
 
 impl DenoisedFrames {
-    /// Denoises a quarter as many training clips as the DiT of `run_dir` was trained on
-    /// (1,024 for `tiny`), clips it was not trained on (for Moving Shapes: the clips after
-    /// its `train_clips`), with their captions; each
-    /// batch starts from a step of the sampling grid of [`DEFAULT_STEPS`] steps drawn
-    /// uniformly among those at or below diffusion step `denoised_from` (the clean latent
-    /// included), with the config's guidance, as `dit-infer` samples.
+    /// Denoises [`clip_count`] training clips (1,024 for `tiny`) that the DiT of `run_dir`
+    /// was not trained on (for Moving Shapes: the clips after its `train_clips`), with their
+    /// captions; each batch starts from a step of the sampling grid of [`DEFAULT_STEPS`]
+    /// steps drawn uniformly among those at or below diffusion step `denoised_from` (the
+    /// clean latent included), with the config's guidance, as `dit-infer` samples.
     pub fn build(
         config: &ExperimentConfig,
         source: &ClipSource,

@@ -15,6 +15,7 @@ use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 
+use crate::param_ids::with_path_ids;
 use crate::validate::{ConfigError, require_positive};
 
 /// Hyper-parameters of the [`VideoAutoencoder`].
@@ -100,7 +101,8 @@ impl AutoencoderConfig {
         u64::try_from(total).unwrap_or(u64::MAX)
     }
 
-    /// Builds the autoencoder (PyTorch-style Kaiming-uniform convolutions).
+    /// Builds the autoencoder (PyTorch-style Kaiming-uniform convolutions), each parameter
+    /// with the id of its path ([`crate::param_ids`]).
     pub fn init(&self, device: &Device) -> Result<VideoAutoencoder, ConfigError> {
         self.validate()?;
         let levels = self.downsamplings;
@@ -129,11 +131,11 @@ impl AutoencoderConfig {
                 .collect(),
             conv_out: conv3x3(self.channels(0), self.image_channels, 1, device),
         };
-        Ok(VideoAutoencoder {
+        Ok(with_path_ids(VideoAutoencoder {
             encoder,
             decoder,
             variational: self.variational,
-        })
+        }))
     }
 }
 

@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::block::{BlockTrace, DitBlock};
 use crate::final_layer::FinalLayer;
+use crate::param_ids::with_path_ids;
 use crate::patch::{PatchEmbed, unpatchify};
 use crate::pos_embed::PositionTable;
 use crate::text::{TextEncoder, TextEncoderConfig, TextFeatures};
@@ -137,12 +138,13 @@ impl DitConfig {
     }
 
     /// Builds the DiT with DiT's initialisation (Xavier Linear layers,
-    /// N(0, 0.02²) timestep MLP, zero adaLN and final layer).
+    /// N(0, 0.02²) timestep MLP, zero adaLN and final layer), each parameter with the id of
+    /// its path ([`crate::param_ids`]).
     pub fn init(&self, device: &Device) -> Result<Dit, ConfigError> {
         self.validate()?;
         let patch = [self.patch_frames, self.patch_size, self.patch_size];
         let text_width = self.cross_attention.then_some(self.text.width);
-        Ok(Dit {
+        Ok(with_path_ids(Dit {
             x_embedder: PatchEmbed::new(self.latent_channels, patch, self.hidden, device),
             t_embedder: TimestepEmbedder::new(self.hidden, device),
             text_encoder: self.text.init(self.hidden, device),
@@ -162,7 +164,7 @@ impl DitConfig {
             grid: self.grid(),
             hidden: self.hidden,
             latent_channels: self.latent_channels,
-        })
+        }))
     }
 
     /// A DiT of the given published size (`S`, `B`, `L`, `XL`, Peebles & Xie 2023,

@@ -17,6 +17,7 @@
 //! | PyTorch-named safetensors import/export | [`weights`] |
 //! | choosing a backend | [`backend`] |
 //! | seeded host-side Gaussian noise | [`noise`] |
+//! | parameter ids from parameter paths (reproducible weights files) | [`param_ids`] |
 
 pub mod attention;
 pub mod autoencoder;
@@ -28,6 +29,7 @@ pub mod flow;
 pub mod fused;
 pub mod layers;
 pub mod noise;
+pub mod param_ids;
 pub mod patch;
 pub mod pos_embed;
 pub mod run;

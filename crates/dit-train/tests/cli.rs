@@ -89,13 +89,25 @@ denoised_from = 300
     path
 }
 
-/// What must be equal between two runs of one recipe: every parameter value (burnpack
-/// files also hold parameter ids, which are random per process), and every number of the
-/// logs and reports except the times.
+/// What must be equal between two runs of one recipe: the weights files byte for byte,
+/// every parameter value (named, so a difference is readable), and every number of the logs
+/// and reports except the times.
 fn run_contents(run: &Path) -> Vec<(String, String)> {
     let spec = dit_model::run::read_spec(run).unwrap();
     let device = burn::tensor::Device::default();
     let mut contents = Vec::new();
+    for file in [
+        "autoencoder.bpk",
+        "dit_ema.bpk",
+        "train/step-0000060/dit.bpk",
+    ] {
+        let bytes = std::fs::read(run.join(file)).unwrap();
+        let hash = dit_model::param_ids::fnv1a(&bytes);
+        contents.push((
+            format!("{file} (bytes)"),
+            format!("{} bytes, FNV-1a {hash:016x}", bytes.len()),
+        ));
+    }
     let ae = spec.model.autoencoder.init(&device).unwrap();
     let ae = load_module(ae, &run.join("autoencoder.bpk")).unwrap();
     contents.push((

@@ -322,6 +322,25 @@ pub fn png_from_bytes(bytes: &[u8], name: &Path, size: usize) -> Result<Clip, Da
     decoded.into_clip()
 }
 
+/// Reads an H.264 MP4 file held in memory as [`read_clip`] reads an MP4 file, with the same
+/// limits; `name` stands for the file in errors. (What the fuzz target of the MP4 reader
+/// calls.)
+pub fn mp4_from_bytes(
+    bytes: &[u8],
+    name: &Path,
+    frames: usize,
+    size: usize,
+) -> Result<Clip, DataError> {
+    let mut decoded = Decoded::new(name, clip_side(size)?, frames);
+    check_file_size(name, bytes.len() as u64)?;
+    mp4::decode(
+        std::io::Cursor::new(bytes),
+        bytes.len() as u64,
+        &mut decoded,
+    )?;
+    decoded.into_clip()
+}
+
 /// RGBA pixels composited over black, as RGB.
 fn rgba_over_black(rgba: &RgbaImage) -> RgbImage {
     let (width, height) = rgba.dimensions();

@@ -1,25 +1,27 @@
 //! H.264 video in an MP4 container, the format players, browsers and other text-to-video
 //! projects use. The codec is Cisco's OpenH264 (the `openh264` crate, built from the source it
-//! bundles, so nothing has to be installed); the container is read and written by the `mp4`
-//! crate. H.264 in MP4 stores each frame as NAL units prefixed by their length ("AVCC"), with
+//! bundles, so nothing has to be installed); the container is written by the `mp4` crate and
+//! read by [`demux`], which is built for files from anywhere. H.264 in MP4 stores each frame as NAL units prefixed by their length ("AVCC"), with
 //! the sequence and picture parameter sets (SPS, PPS) in the track's `avcC` box; the codec
 //! speaks the Annex B form (NAL units after `00 00 00 01` start codes). This module converts
 //! between the two.
 
-use std::io::{Cursor, Read, Seek};
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::Path;
 
 use image::RgbImage;
 use mp4::{
-    AvcConfig, FourCC, MediaConfig, MediaType, Mp4Config, Mp4Reader, Mp4Sample, Mp4Writer,
-    TrackConfig, TrackType,
+    AvcConfig, FourCC, MediaConfig, Mp4Config, Mp4Sample, Mp4Writer, TrackConfig, TrackType,
 };
 use openh264::OpenH264API;
-use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig};
+use openh264::decoder::{DecodedYUV, Decoder, DecoderConfig, Flush};
 use openh264::encoder::{Encoder, EncoderConfig, FrameRate, QpRange, RateControlMode};
 use openh264::formats::{RgbSliceU8, YUVBuffer, YUVSource};
 
 use super::{Decoded, check_canvas};
 use crate::error::DataError;
+
+mod demux;
 
 /// Ticks a second of the MP4 track's clock.
 const TIMESCALE: u32 = 1000;
@@ -131,8 +133,13 @@ pub(super) fn encode(
 
 /// Decodes the H.264 video track of an MP4 file frame by frame into `decoded`, with the
 /// limits of the other readers checked from the container before anything is decoded.
+///
+/// The container's index is read by [`demux`], which takes any bytes without hanging,
+/// over-allocating or panicking. Frames stored out of order (B-frames: each sample is in
+/// decoding order) come out of the decoder in presentation order, the last ones when it is
+/// flushed at the end.
 pub(super) fn decode(
-    reader: impl Read + Seek,
+    mut reader: impl Read + Seek,
     bytes: u64,
     decoded: &mut Decoded<'_>,
 ) -> Result<(), DataError> {
@@ -141,81 +148,76 @@ pub(super) fn decode(
         path: path.to_owned(),
         reason,
     };
-    // The demuxer reads box sizes from the file; a panic on a malformed one is an error.
-    let header = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Mp4Reader::read_header(reader, bytes)
-    }))
-    .map_err(|_| bad("not a readable MP4 file".into()))?;
-    let mut mp4 = header.map_err(|e| bad(format!("not a readable MP4 file: {e}")))?;
-    let track = mp4
-        .tracks()
-        .values()
-        .filter(|t| matches!(t.track_type(), Ok(TrackType::Video)))
-        .min_by_key(|t| t.track_id())
-        .ok_or_else(|| bad("the MP4 file has no video track".into()))?;
-    match track.media_type() {
-        Ok(MediaType::H264) => {}
-        other => {
-            let codec = track
-                .box_type()
-                .map_or_else(|_| format!("{other:?}"), |b| b.to_string());
-            return Err(bad(format!(
-                "its video is {codec}, not H.264 (the only codec read)"
-            )));
-        }
+    let track = demux::read_video_track(&mut reader, bytes, super::MAX_FRAMES as u64).map_err(
+        |e| match e {
+            demux::DemuxError::Malformed(reason) => bad(reason),
+            demux::DemuxError::TooManyFrames(samples) => DataError::TooLarge {
+                path: path.to_owned(),
+                what: format!("a clip of {samples} frames"),
+                limit: format!("{} frames", super::MAX_FRAMES),
+            },
+        },
+    )?;
+    let Some(avc) = &track.description.avc else {
+        return Err(bad(format!(
+            "its video is {}, not H.264 (the only codec read){}",
+            track.description.codec,
+            convert_hint(path)
+        )));
+    };
+    check_profile(avc.profile).map_err(|profile| {
+        bad(format!(
+            "its H.264 is {profile} profile, which the decoder (OpenH264) does not read: it \
+             reads 8-bit 4:2:0 video (Constrained Baseline, Main and High){}",
+            convert_hint(path)
+        ))
+    })?;
+    let (width, height) = track.description.size;
+    check_canvas(path, (u32::from(width), u32::from(height)))?;
+    if track.samples.is_empty() {
+        return Err(bad("its video track has no frames".into()));
     }
-    check_canvas(path, (u32::from(track.width()), u32::from(track.height())))?;
-    let samples = track.sample_count();
-    if samples as usize > super::MAX_FRAMES {
-        return Err(DataError::TooLarge {
-            path: path.to_owned(),
-            what: format!("a clip of {samples} frames"),
-            limit: format!("{} frames", super::MAX_FRAMES),
-        });
+    let mut packet = Vec::new();
+    for set in &avc.parameter_sets {
+        packet.extend_from_slice(&START_CODE);
+        packet.extend_from_slice(set);
     }
-    let track_id = track.track_id();
-    let start_code = [0u8, 0, 0, 1];
-    let mut parameter_sets = Vec::new();
-    for set in [
-        track.sequence_parameter_set(),
-        track.picture_parameter_set(),
-    ] {
-        let set = set.map_err(|e| bad(format!("its H.264 track has no parameter sets: {e}")))?;
-        parameter_sets.extend_from_slice(&start_code);
-        parameter_sets.extend_from_slice(set);
-    }
-    let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), DecoderConfig::new())
+    // Flushing after each packet, the crate's default, hands out held-back frames early and
+    // breaks streams with B-frames; they are flushed once, after the last sample.
+    let config = DecoderConfig::new().flush_after_decode(Flush::NoFlush);
+    let mut decoder = Decoder::with_api_config(OpenH264API::from_source(), config)
         .map_err(|e| bad(format!("the H.264 decoder failed to start: {e}")))?;
-    for sample_id in 1..=samples {
+    let mut sample = Vec::new();
+    for (i, range) in track.samples.iter().enumerate() {
         decoded.make_room()?;
-        let sample = mp4
-            .read_sample(track_id, sample_id)
-            .map_err(|e| bad(format!("frame {sample_id} cannot be read: {e}")))?
-            .ok_or_else(|| bad(format!("frame {sample_id} is missing")))?;
+        let frame = i + 1;
+        sample.resize((range.end - range.start) as usize, 0);
+        reader
+            .seek(SeekFrom::Start(range.start))
+            .and_then(|_| reader.read_exact(&mut sample))
+            .map_err(|e| bad(format!("frame {frame} cannot be read: {e}")))?;
         // The sample's length-prefixed NAL units, as an Annex B packet.
-        let mut packet = if sample_id == 1 {
-            parameter_sets.clone()
-        } else {
-            Vec::new()
-        };
-        let mut rest: &[u8] = &sample.bytes;
-        while rest.len() >= 4 {
-            let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let unit = rest
-                .get(4..4 + len)
-                .ok_or_else(|| bad(format!("frame {sample_id} is truncated")))?;
-            packet.extend_from_slice(&start_code);
+        let mut rest: &[u8] = &sample;
+        while !rest.is_empty() {
+            let (len, units) = rest
+                .split_at_checked(avc.nal_length_size)
+                .ok_or_else(|| bad(format!("frame {frame} is truncated")))?;
+            let len = len.iter().fold(0usize, |n, &b| n << 8 | usize::from(b));
+            let (unit, next) = units
+                .split_at_checked(len)
+                .ok_or_else(|| bad(format!("frame {frame} is truncated")))?;
+            packet.extend_from_slice(&START_CODE);
             packet.extend_from_slice(unit);
-            rest = &rest[4 + len..];
+            rest = next;
         }
-        let frame = decoder
+        let picture = decoder
             .decode(&packet)
-            .map_err(|e| bad(format!("frame {sample_id} cannot be decoded: {e}")))?;
-        if let Some(yuv) = frame {
+            .map_err(|e| bad(format!("frame {frame} cannot be decoded: {e}")))?;
+        if let Some(yuv) = picture {
             push_frame(&yuv, decoded)?;
         }
+        packet.clear();
     }
-    // Frames the decoder still holds (reordered B-frames).
     let remaining = decoder
         .flush_remaining()
         .map_err(|e| bad(format!("the last frames cannot be decoded: {e}")))?;
@@ -223,6 +225,31 @@ pub(super) fn decode(
         push_frame(yuv, decoded)?;
     }
     Ok(())
+}
+
+/// The Annex B start code before each NAL unit.
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+/// Checks that OpenH264 decodes an H.264 profile (`profile_idc`, ITU-T H.264 Annex A); the
+/// name of the profile where it does not.
+fn check_profile(profile: u8) -> Result<(), &'static str> {
+    match profile {
+        66 | 77 | 100 => Ok(()),
+        88 => Err("Extended"),
+        110 => Err("High 10"),
+        122 => Err("High 4:2:2"),
+        244 => Err("High 4:4:4 Predictive"),
+        44 => Err("CAVLC 4:4:4 Intra"),
+        _ => Err("an unknown"),
+    }
+}
+
+/// How to convert a video to one the reader takes.
+fn convert_hint(path: &Path) -> String {
+    format!(
+        "; convert it with `ffmpeg -i {} -c:v libx264 -pix_fmt yuv420p clip.mp4`",
+        path.display()
+    )
 }
 
 /// Converts a decoded frame to RGB and hands it to `decoded`.

@@ -8,12 +8,13 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use dit_infer::default_checkpoint;
 use dit_model::Backend;
-use dit_serve::{Queue, Studio, serve, shutdown_signal};
+use dit_serve::{Queue, ServeOptions, Studio, serve, shutdown_signal};
 
 /// Serve a web studio and an HTTP API for generating videos from prompts.
 #[derive(Parser, Debug)]
@@ -37,9 +38,30 @@ struct Args {
     /// Requests that may wait for a worker; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 8)]
     queue: usize,
+    /// A host name to answer besides the listening address and localhost (repeatable; `*`:
+    /// any name). Requests naming others are refused, as DNS rebinding would send them.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Seconds a client may take to send a request's headers before it is disconnected.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Most connections open at once; more wait until one closes.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
 }
 
 fn run(args: Args) -> Result<()> {
+    if args.header_timeout == 0 {
+        anyhow::bail!("--header-timeout must be at least 1 second");
+    }
+    if args.max_connections == 0 {
+        anyhow::bail!("--max-connections must be at least 1");
+    }
+    let options = ServeOptions {
+        allowed_hosts: args.allow_hosts,
+        header_timeout: Duration::from_secs(args.header_timeout),
+        max_connections: args.max_connections,
+    };
     let checkpoint = args.checkpoint.unwrap_or_else(default_checkpoint);
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
     let (queue, info) = Queue::start(&checkpoint, backend, args.workers, args.queue)?;
@@ -58,7 +80,7 @@ fn run(args: Args) -> Result<()> {
             info.checkpoint.display()
         );
         let studio = Arc::new(Studio::new(info, queue));
-        serve(listener, studio, shutdown_signal()).await?;
+        serve(listener, studio, &options, shutdown_signal()).await?;
         println!("dit-serve: stopped");
         Ok(())
     })

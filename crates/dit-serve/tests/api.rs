@@ -9,7 +9,7 @@ use std::thread;
 use base64::Engine as _;
 use common::{client, events, get, judged_correct, post, post_json, shipped};
 use dit_model::Backend;
-use dit_serve::{Queue, Studio, serve};
+use dit_serve::{Queue, ServeOptions, Studio, serve};
 use serde_json::json;
 use tokio::sync::oneshot;
 
@@ -36,7 +36,7 @@ impl Server {
                 .build()?;
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                serve(listener, studio, async {
+                serve(listener, studio, &ServeOptions::default(), async {
                     let _ = stopped.await;
                 })
                 .await

@@ -191,7 +191,10 @@ fn box_sizes_of_every_form_are_read() {
     // A fragmented file: refused with the command that remuxes it.
     let fragmented = std::fs::read(fixture("fragmented.mp4")).unwrap();
     let err = read_err(&fragmented);
-    assert!(err.contains("fragmented") && err.contains("-c copy"), "{err}");
+    assert!(
+        err.contains("fragmented") && err.contains("-c copy"),
+        "{err}"
+    );
 }
 
 #[test]

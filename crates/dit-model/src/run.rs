@@ -14,6 +14,7 @@
 //!   previews/            sample sheets for fixed prompts during training
 //!   train/step-NNNNNNN/  training checkpoints: dit.bpk, ema.bpk, optim.bpk, state.json
 //!   train/latest         the name of the newest complete checkpoint
+//!   train.lock           locked by the dit-train process writing the folder (its id inside)
 //! ```
 //!
 //! Weights are Burn burnpack files (`.bpk`): raw tensors only, so loading never
@@ -64,6 +65,8 @@ pub const CHECKPOINT_EMA_FILE: &str = "ema.bpk";
 pub const CHECKPOINT_OPTIMIZER_FILE: &str = "optim.bpk";
 /// [`TrainState`], in a checkpoint folder.
 pub const CHECKPOINT_STATE_FILE: &str = "state.json";
+/// The file a `dit-train` process locks while it writes the run folder.
+pub const LOCK_FILE: &str = "train.lock";
 /// Checkpoints kept on disk.
 pub const KEEP_CHECKPOINTS: usize = 2;
 

@@ -3,6 +3,7 @@
 //! one recipe.
 //!
 //! - [`recipe`]: runs the config's stages in order into a run folder, resumably;
+//! - [`lock`]: one writer per run folder;
 //! - [`config`]: the experiment config (`configs/*.toml`);
 //! - [`data`]: Moving Shapes or a folder of captioned clips;
 //! - [`autoencoder`]: stage 1 and decoder fine-tuning, PSNR and the latent scale factor;
@@ -26,6 +27,7 @@ pub mod denoised;
 pub mod ema;
 pub mod fidelity;
 pub mod latent_cache;
+pub mod lock;
 pub mod loss;
 pub mod lr_schedule;
 pub mod memory;

@@ -18,6 +18,7 @@ use dit_model::run::{
 use dit_train::autoencoder::{self, DecoderRound};
 use dit_train::config::{ExperimentConfig, Stage};
 use dit_train::data::ClipSource;
+use dit_train::lock::RunLock;
 use dit_train::memory::{MemoryEstimate, human_bytes, machine_memory};
 use dit_train::recipe::{self, RECIPE_FILE};
 
@@ -115,6 +116,16 @@ fn run(args: Args) -> Result<()> {
     config.validate()?;
     check_memory(&config, args.max_memory)?;
 
+    if args.command.is_some() && args.resume.is_none() {
+        bail!("`decoder` fine-tunes an existing run: give it with --resume RUN");
+    }
+    // One writer per run folder, from here to the end of the run.
+    if args.resume.is_none() {
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
+    }
+    let _lock = RunLock::acquire(&run_dir)?;
+
     if let Some(Command::Decoder {
         steps,
         learning_rate,
@@ -122,9 +133,6 @@ fn run(args: Args) -> Result<()> {
         denoised_from,
     }) = args.command
     {
-        if args.resume.is_none() {
-            bail!("`decoder` fine-tunes an existing run: give it with --resume RUN");
-        }
         let source = ClipSource::open(&config)?;
         let report = read_autoencoder_report(&run_dir)?;
         if denoised_from >= config.diffusion.steps {
@@ -156,8 +164,6 @@ fn run(args: Args) -> Result<()> {
             run_dir.display()
         );
     }
-    std::fs::create_dir_all(&run_dir)
-        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
     run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let source = ClipSource::open(&config)?;
     eprintln!(

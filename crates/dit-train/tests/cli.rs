@@ -271,6 +271,62 @@ fn the_recipe_runs_every_stage_and_a_killed_run_resumes_bit_identically() {
     );
 }
 
+/// Waits until `run`'s lock file names `pid` (the process holds the lock), for up to 60 s.
+fn wait_for_lock(run: &Path, pid: u32) {
+    let start = std::time::Instant::now();
+    let lock = run.join(dit_model::run::LOCK_FILE);
+    while std::fs::read_to_string(&lock).ok() != Some(format!("{pid}\n")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no lock by {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_second_dit_train_on_a_folder_in_use_stops_at_once_and_a_killed_one_blocks_nothing() {
+    let dir_guard = temp_dir("lock");
+    let dir = dir_guard.path();
+    let config = recipe_micro(dir);
+    let run = dir.join("run");
+    let (config, run_arg) = (config.to_str().unwrap(), run.to_str().unwrap());
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dit-train"))
+            .args(args)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = spawn(&["--config", config, "--out", run_arg]);
+    wait_for_lock(&run, first.id());
+    // A second writer, resuming the folder or starting afresh in it, stops at once.
+    for args in [
+        vec!["--resume", run_arg],
+        vec!["--config", config, "--out", run_arg],
+    ] {
+        let start = std::time::Instant::now();
+        let o = dit_train(&args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{stderr}");
+        let error = stderr.lines().last().unwrap_or_default();
+        assert!(
+            error.starts_with("error: ")
+                && error.contains(&format!("is in use by process {} (", first.id()))
+                && error.contains("dit-train --config"),
+            "{stderr}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+    // SIGKILL leaves the lock file, but the kernel has released the lock: a resume goes on.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut resumed = spawn(&["--resume", run_arg]);
+    wait_for_lock(&run, resumed.id());
+    resumed.kill().unwrap();
+    resumed.wait().unwrap();
+}
+
 fn expect_error(args: &[&str], needle: &str) {
     let o = dit_train(args);
     let stderr = String::from_utf8_lossy(&o.stderr);

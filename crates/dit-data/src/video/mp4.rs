@@ -174,9 +174,6 @@ pub(super) fn decode(
     })?;
     let (width, height) = track.description.size;
     check_canvas(path, (u32::from(width), u32::from(height)))?;
-    if track.samples.is_empty() {
-        return Err(bad("its video track has no frames".into()));
-    }
     let mut packet = Vec::new();
     for set in &avc.parameter_sets {
         packet.extend_from_slice(&START_CODE);

@@ -47,9 +47,9 @@ impl VideoBatcher {
     pub fn tokenize(&self, caption: &str) -> Result<Vec<usize>, DataError> {
         self.tokenizer
             .encode_padded(caption, self.max_words)
-            .map_err(|source| DataError::Caption {
+            .map_err(|error| DataError::Caption {
                 caption: caption.to_owned(),
-                source,
+                error,
             })
     }
 

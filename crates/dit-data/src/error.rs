@@ -20,12 +20,12 @@ pub enum DataError {
         path: PathBuf,
     },
     /// A file could not be read.
-    #[error("cannot read {}: {source}", .path.display())]
+    #[error("cannot read {}: {error}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, so not also its `source`).
+        error: std::io::Error,
     },
     /// A line of `captions.jsonl` is not a `{"video": ..., "caption": ...}` object.
     #[error("{}:{line}: malformed JSON line: {reason}", .path.display())]
@@ -114,12 +114,12 @@ pub enum DataError {
         len: usize,
     },
     /// A caption cannot be tokenized.
-    #[error("caption {caption:?} cannot be tokenized: {source}")]
+    #[error("caption {caption:?} cannot be tokenized: {error}")]
     Caption {
         /// The caption.
         caption: String,
-        /// What the tokenizer said.
-        source: dit_model::tokenizer::TokenizeError,
+        /// What the tokenizer said (in the message, so not also its `source`).
+        error: dit_model::tokenizer::TokenizeError,
     },
     /// The items of a batch cannot be stacked.
     #[error("cannot batch: {reason}")]

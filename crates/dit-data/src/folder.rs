@@ -46,9 +46,9 @@ impl ClipFolder {
         if !captions.is_file() {
             return Err(DataError::MissingCaptions { path: captions });
         }
-        let text = std::fs::read_to_string(&captions).map_err(|source| DataError::Io {
+        let text = std::fs::read_to_string(&captions).map_err(|error| DataError::Io {
             path: captions.clone(),
-            source,
+            error,
         })?;
         let mut items = Vec::new();
         for (n, line) in text.lines().enumerate() {

@@ -86,17 +86,17 @@ pub fn read_clip_sampled(
 }
 
 fn io_error(path: &Path) -> impl Fn(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
+    move |error| DataError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
 fn decode_error(path: &Path) -> impl Fn(ImageError) -> DataError + '_ {
     move |e| match e {
-        ImageError::IoError(source) => DataError::Io {
+        ImageError::IoError(error) => DataError::Io {
             path: path.to_owned(),
-            source,
+            error,
         },
         ImageError::Limits(_) => DataError::TooLarge {
             path: path.to_owned(),

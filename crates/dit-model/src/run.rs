@@ -167,12 +167,12 @@ pub enum RunError {
         message: String,
     },
     /// Writing failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {error}")]
     Write {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, so not also its `source`).
+        error: std::io::Error,
     },
 }
 
@@ -180,9 +180,9 @@ pub enum RunError {
 /// flushed to disk, renamed over `path`, then the folder's entry flushed too.
 /// A failure or a crash leaves either the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let err = |source| RunError::Write {
+    let err = |error| RunError::Write {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let dir = parent_dir(path);
     let mut builder = tempfile::Builder::new();
@@ -217,7 +217,7 @@ fn sync_dir(dir: &Path) {
 pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<(), RunError> {
     module.clone().save_file(path).map_err(|e| RunError::Write {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })
 }
 
@@ -290,9 +290,9 @@ pub fn read_spec(dir: &Path) -> Result<RunSpec, RunError> {
 
 /// Writes the spec and vocabulary of a run folder.
 pub fn write_spec(dir: &Path, spec: &RunSpec, tokenizer: &Tokenizer) -> Result<(), RunError> {
-    fs::create_dir_all(dir).map_err(|source| RunError::Write {
+    fs::create_dir_all(dir).map_err(|error| RunError::Write {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     let json = serde_json::to_string_pretty(spec).expect("configs serialise to JSON");
     write_atomic(&dir.join(SPEC_FILE), json.as_bytes())?;
@@ -415,7 +415,8 @@ pub struct TrainState {
 /// is renamed to `train_dir/step-NNNNNNN` once complete;
 /// then [`LATEST_FILE`] is replaced atomically, and all but the newest
 /// [`KEEP_CHECKPOINTS`] checkpoints are removed. A crash at any point leaves the
-/// previous checkpoint as the newest one. Returns the checkpoint's folder.
+/// previous checkpoint as the newest one, and a failure (a full disk, say) removes the
+/// temporary folder. Returns the checkpoint's folder.
 pub fn save_checkpoint(
     train_dir: &Path,
     state: &TrainState,
@@ -423,19 +424,28 @@ pub fn save_checkpoint(
 ) -> Result<PathBuf, RunError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| RunError::Write { path, source }
+        move |error| RunError::Write { path, error }
     };
     fs::create_dir_all(train_dir).map_err(io(train_dir))?;
     let name = checkpoint_name(state.step);
     let tmp = train_dir.join(format!(".{name}.tmp"));
     let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    write_files(&tmp)?;
-    let json = serde_json::to_string_pretty(state).expect("states serialise to JSON");
-    write_atomic(&tmp.join(CHECKPOINT_STATE_FILE), json.as_bytes())?;
     let done = train_dir.join(&name);
-    let _ = fs::remove_dir_all(&done);
-    fs::rename(&tmp, &done).map_err(io(&done))?;
+    let written = fs::create_dir_all(&tmp)
+        .map_err(io(&tmp))
+        .and_then(|()| write_files(&tmp))
+        .and_then(|()| {
+            let json = serde_json::to_string_pretty(state).expect("states serialise to JSON");
+            write_atomic(&tmp.join(CHECKPOINT_STATE_FILE), json.as_bytes())
+        })
+        .and_then(|()| {
+            let _ = fs::remove_dir_all(&done);
+            fs::rename(&tmp, &done).map_err(io(&done))
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     sync_dir(train_dir);
     write_atomic(&train_dir.join(LATEST_FILE), name.as_bytes())?;
     let mut older: Vec<PathBuf> = fs::read_dir(train_dir)
@@ -494,9 +504,39 @@ mod tests {
             assert_eq!(mode & 0o777, 0o644);
         }
         let missing = dir.path().join("no-such-folder").join("file.json");
-        assert!(matches!(
-            write_atomic(&missing, b"x"),
-            Err(RunError::Write { .. })
-        ));
+        let err = write_atomic(&missing, b"x").unwrap_err();
+        assert!(matches!(err, RunError::Write { .. }));
+        // The cause is in the message once, so it is not also the error's source (a report
+        // of the chain would repeat it).
+        assert!(err.to_string().contains("No such file"), "{err}");
+        assert!(std::error::Error::source(&err).is_none());
+    }
+
+    #[test]
+    fn a_failed_checkpoint_leaves_the_previous_one_newest_and_no_temporary_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = |step| TrainState {
+            step,
+            seed: 7,
+            seconds: 1.0,
+        };
+        save_checkpoint(dir.path(), &state(1), |_| Ok(())).unwrap();
+        let full = || std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
+        let err = save_checkpoint(dir.path(), &state(2), |tmp| {
+            fs::write(tmp.join("dit.bpk"), b"half").unwrap();
+            Err(RunError::Write {
+                path: tmp.join("optim.bpk"),
+                error: full(),
+            })
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{err}");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        let (_, newest) = latest_checkpoint(dir.path()).unwrap().unwrap();
+        assert_eq!(newest.step, 1);
     }
 }

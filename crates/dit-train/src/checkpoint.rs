@@ -30,7 +30,7 @@ pub fn optimizer(d: &DitTrainingConfig) -> ModuleOptimizer {
 pub fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> Result<(), RunError> {
     optim.save(path).map_err(|e| RunError::Write {
         path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+        error: std::io::Error::other(e.to_string()),
     })
 }
 

@@ -178,13 +178,30 @@ fn run(args: Args) -> Result<()> {
         state.finished.len(),
         state.seconds()
     );
-    if config.stages.contains(&Stage::Dit) {
+    if config.stages.contains(&Stage::Dit)
+        && let Some(prompt) = source.preview_prompts().first()
+    {
+        // A caption of the run's own data, so every word is in its vocabulary.
         eprintln!(
-            "sample from it: cargo run --release -p dit-infer -- --checkpoint {} --prompt \"a red circle moving right\"",
-            run_dir.display()
+            "sample from it: cargo run --release -p dit-infer -- --checkpoint {} --prompt {}",
+            run_dir.display(),
+            shell_quoted(prompt)
         );
     }
     Ok(())
+}
+
+/// `text` as one word of a POSIX shell command: in double quotes where nothing in it is
+/// special there, else in single quotes.
+fn shell_quoted(text: &str) -> String {
+    if text
+        .chars()
+        .any(|c| matches!(c, '"' | '\\' | '$' | '`' | '!'))
+    {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    } else {
+        format!("\"{text}\"")
+    }
 }
 
 /// Prints the run's memory estimate and refuses a config that cannot fit in `max_gib`
@@ -226,5 +243,20 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quoted;
+
+    #[test]
+    fn prompts_are_quoted_for_the_shell() {
+        assert_eq!(
+            shell_quoted("a red ball rolling right"),
+            "\"a red ball rolling right\""
+        );
+        assert_eq!(shell_quoted("it's $5"), r"'it'\''s $5'");
+        assert_eq!(shell_quoted("say \"hi\""), "'say \"hi\"'");
     }
 }

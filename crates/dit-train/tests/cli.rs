@@ -772,7 +772,7 @@ fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
         for (file, bytes) in files {
             std::fs::write(folder.join(file), bytes).unwrap();
             captions +=
-                &format!("{{\"video\": \"{file}\", \"caption\": \"a red circle moving right\"}}\n");
+                &format!("{{\"video\": \"{file}\", \"caption\": \"a red ball rolling right\"}}\n");
         }
         std::fs::write(folder.join("captions.jsonl"), captions).unwrap();
         write_folder_config(&dir.join(name), &folder)
@@ -807,8 +807,14 @@ fn mp4_clips_train_and_bad_mp4_files_are_one_line_errors() {
         "--out",
         run.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
     assert!(run.join("dit_ema.bpk").is_file());
+    // The closing hint samples a caption of the run's own (the shapes' words are not its own).
+    assert!(
+        stderr.contains("--prompt \"a red ball rolling right\""),
+        "{stderr}"
+    );
 
     let whole = good[0].1.clone();
     let avc = mp4::MediaConfig::AvcConfig(mp4::AvcConfig {

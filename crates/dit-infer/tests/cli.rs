@@ -580,6 +580,23 @@ fn trace_writes_a_page_and_refuses_bad_options() {
         serde_json::from_str(&std::fs::read_to_string(out.join("trace.json")).unwrap()).unwrap();
     assert_eq!(json["attention"]["token"], serde_json::json!([1, 0, 3]));
     assert_eq!(json["sampling"]["steps"], 10);
+    // A clip from outside: x264's default output (High profile, B-frames).
+    let x264 =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/mp4/high-bframes.mp4");
+    let given = dir.path().join("given");
+    let o = dit_infer(&[
+        "trace",
+        "--prompt",
+        "a red circle moving left",
+        "--video",
+        x264.to_str().unwrap(),
+        "--out",
+        given.to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(given.join("index.html").is_file());
     for (args, needle) in [
         (vec!["--token", "1,2"], "expected FRAME,ROW,COLUMN"),
         (vec!["--token", "0,4,0"], "outside the patch grid"),

@@ -1131,20 +1131,17 @@ mod tests {
             &device,
         )
         .unwrap();
-        for block in numbers["adaln"].as_array().unwrap() {
-            for part in [
-                "gate (attention)",
-                "gate (MLP)",
-                "shift (MLP)",
-                "scale (attention)",
-            ] {
-                assert!(
-                    block[part]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .all(|v| v.as_f64() == Some(0.0))
-                );
+        // adaLN-Zero: the regression of all six vectors starts at zero, so a new block is the
+        // identity.
+        let blocks = numbers["adaln"].as_array().unwrap();
+        assert_eq!(blocks.len(), fresh.spec.model.dit.depth);
+        for block in blocks {
+            let parts = block.as_object().unwrap();
+            assert_eq!(parts.len(), 6, "{:?}", parts.keys());
+            for (name, values) in parts {
+                let values = values.as_array().unwrap();
+                assert_eq!(values.len(), fresh.spec.model.dit.hidden, "{name}");
+                assert!(values.iter().all(|v| v.as_f64() == Some(0.0)), "{name}");
             }
         }
     }

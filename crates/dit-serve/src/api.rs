@@ -324,19 +324,25 @@ fn wants_mp4(headers: &HeaderMap) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().starts_with("video/mp4")))
 }
 
-fn clip_response(output: &Output, format: ClipFormat) -> Result<Response, ApiError> {
+/// The answer carrying a finished job's clip; MP4 is encoded on a blocking thread, off the
+/// threads that serve connections.
+async fn clip_response(output: Arc<Output>, format: ClipFormat) -> Result<Response, ApiError> {
+    let failed = |e: String| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode MP4: {e}"),
+        )
+    };
     let (bytes, mime) = match format {
-        ClipFormat::Mp4 => (
-            encode_clip(&output.clip, ClipFormat::Mp4, CLIP_SCALE, FRAMES_PER_SECOND).map_err(
-                |e| {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("cannot encode MP4: {e}"),
-                    )
-                },
-            )?,
-            "video/mp4",
-        ),
+        ClipFormat::Mp4 => {
+            let clip = Arc::clone(&output);
+            let encoded = tokio::task::spawn_blocking(move || {
+                encode_clip(&clip.clip, ClipFormat::Mp4, CLIP_SCALE, FRAMES_PER_SECOND)
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+            (encoded.map_err(failed)?, "video/mp4")
+        }
         _ => (output.gif.clone(), "image/gif"),
     };
     Ok((
@@ -379,7 +385,7 @@ async fn generate_handler(
     } else {
         ClipFormat::Gif
     };
-    clip_response(&output, format)
+    clip_response(output, format).await
 }
 
 async fn start_job(
@@ -455,7 +461,7 @@ async fn job_events(
 async fn job_clip(studio: &Studio, id: u64, format: ClipFormat) -> Result<Response, ApiError> {
     let job = studio.job(id)?;
     let output = finished(job.progress.clone()).await?;
-    clip_response(&output, format)
+    clip_response(output, format).await
 }
 
 async fn job_gif(

@@ -306,20 +306,7 @@ pub fn gif_from_bytes(
     frames: usize,
     size: usize,
 ) -> Result<Clip, DataError> {
-    let mut decoded = Decoded::new(name, clip_side(size)?, frames);
-    check_file_size(name, bytes.len() as u64)?;
-    decode_gif(std::io::Cursor::new(bytes), &mut decoded)?;
-    decoded.into_clip()
-}
-
-/// Reads one PNG frame held in memory as [`read_clip`] reads each frame of a folder, with
-/// the same limits; `name` stands for the file in errors. (What the fuzz target of the PNG
-/// reader calls.)
-pub fn png_from_bytes(bytes: &[u8], name: &Path, size: usize) -> Result<Clip, DataError> {
-    let mut decoded = Decoded::new(name, clip_side(size)?, 1);
-    check_file_size(name, bytes.len() as u64)?;
-    decoded.push(decode_png(std::io::Cursor::new(bytes), name)?)?;
-    decoded.into_clip()
+    clip_from_bytes(bytes, name, frames, size, decode_gif)
 }
 
 /// Reads an H.264 MP4 file held in memory as [`read_clip`] reads an MP4 file, with the same
@@ -331,13 +318,33 @@ pub fn mp4_from_bytes(
     frames: usize,
     size: usize,
 ) -> Result<Clip, DataError> {
+    let len = bytes.len() as u64;
+    clip_from_bytes(bytes, name, frames, size, |reader, decoded| {
+        mp4::decode(reader, len, decoded)
+    })
+}
+
+/// Reads a clip file held in memory with `decode`, with the limits of [`read_clip`].
+fn clip_from_bytes<'a>(
+    bytes: &'a [u8],
+    name: &Path,
+    frames: usize,
+    size: usize,
+    decode: impl FnOnce(std::io::Cursor<&'a [u8]>, &mut Decoded<'_>) -> Result<(), DataError>,
+) -> Result<Clip, DataError> {
     let mut decoded = Decoded::new(name, clip_side(size)?, frames);
     check_file_size(name, bytes.len() as u64)?;
-    mp4::decode(
-        std::io::Cursor::new(bytes),
-        bytes.len() as u64,
-        &mut decoded,
-    )?;
+    decode(std::io::Cursor::new(bytes), &mut decoded)?;
+    decoded.into_clip()
+}
+
+/// Reads one PNG frame held in memory as [`read_clip`] reads each frame of a folder, with
+/// the same limits; `name` stands for the file in errors. (What the fuzz target of the PNG
+/// reader calls.)
+pub fn png_from_bytes(bytes: &[u8], name: &Path, size: usize) -> Result<Clip, DataError> {
+    let mut decoded = Decoded::new(name, clip_side(size)?, 1);
+    check_file_size(name, bytes.len() as u64)?;
+    decoded.push(decode_png(std::io::Cursor::new(bytes), name)?)?;
     decoded.into_clip()
 }
 

@@ -10,13 +10,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{client, get, judged_correct, post_json};
+use common::{client, get, judged_correct, post_json, start_studio};
 use serde_json::{Value, json};
 
 /// The key of an element reference in W3C WebDriver answers.
@@ -139,22 +138,11 @@ fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
     };
 
     // The studio, on a free port of 127.0.0.1 (it prints its address).
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dit-serve"))
-        .args(["--port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("dit-serve starts");
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").unwrap();
-    let base = first
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .expect("the address")
-        .trim_end_matches('/')
-        .to_string();
+    let (server, address, lines) = start_studio(&[]);
+    let base = format!("http://{address}");
     assert!(
-        base.starts_with("http://127.0.0.1:"),
-        "binds localhost by default: {first}"
+        address.starts_with("127.0.0.1:"),
+        "binds localhost by default: {address}"
     );
     let mut server = Process(server);
 

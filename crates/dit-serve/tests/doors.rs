@@ -2,9 +2,11 @@
 //! (DNS rebinding), and a thousand idle connections neither keep a request from being served
 //! nor cost it more descriptors than its connection limit.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The studio as a child process, killed when dropped.
@@ -14,24 +16,13 @@ struct Studio {
 }
 
 impl Studio {
-    /// Starts `dit-serve --port 0` with `args`; its address is the one it prints.
+    /// Starts `dit-serve --port 0` with `args`.
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_dit-serve"))
-            .args(["--port", "0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("dit-serve starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("a line").unwrap();
-        let address = first
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http://"))
-            .expect("the address")
-            .trim_end_matches('/')
-            .parse()
-            .unwrap();
-        Self { child, address }
+        let (child, address, _) = common::start_studio(args);
+        Self {
+            child,
+            address: address.parse().unwrap(),
+        }
     }
 
     /// Open file descriptors of the server process.

@@ -3,8 +3,9 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use dit_data::video::gif_from_bytes;
@@ -149,4 +150,24 @@ pub fn judged_correct(gif: &[u8], caption: &str) -> bool {
         .expect("a GIF of the model's frames");
     let composition = Composition::parse_caption(caption).expect("a Moving Shapes caption");
     judge_clip(&clip).matches(&composition).all()
+}
+
+/// Starts the `dit-serve` binary on a free port of 127.0.0.1 with `args`: the child, the
+/// address it prints first (`127.0.0.1:PORT`) and the rest of what it prints.
+pub fn start_studio(args: &[&str]) -> (Child, String, Lines<BufReader<ChildStdout>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dit-serve"))
+        .args(["--port", "0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("dit-serve starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").unwrap();
+    let address = first
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    (child, address, lines)
 }

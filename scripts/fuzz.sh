@@ -27,7 +27,8 @@ cp ../checkpoints/tiny/vocab.json corpus/vocabulary/tiny.json
 cp seeds/clip.gif corpus/gif/clip.gif
 cp seeds/frames.png corpus/png/frames.png
 # x264's output at each profile (tests/fixtures/mp4) and the regression corpus of earlier runs.
-cp ../tests/fixtures/mp4/*.mp4 ../tests/fixtures/mp4/fuzz/* corpus/mp4/
+cp ../tests/fixtures/mp4/*.mp4 corpus/mp4/
+find ../tests/fixtures/mp4/fuzz -type f -exec cp {} corpus/mp4/ \; 2>/dev/null || true
 
 for target in $targets; do
     echo "== fuzzing $target for ${seconds} s"

@@ -227,3 +227,25 @@ fn any_32_bit_field_of_the_index_gives_a_clip_or_an_error() {
     assert!(errors > 100, "{errors} errors");
     assert!(start.elapsed() < Duration::from_secs(120));
 }
+
+#[test]
+fn the_fuzzers_corpus_gives_clips_or_one_line_errors() {
+    // Inputs the MP4 fuzz target found new paths with (`scripts/fuzz.sh 660 mp4`), kept as a
+    // regression corpus: the small, mutated ones.
+    let mut files = 0;
+    for entry in std::fs::read_dir(fixture("fuzz")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let start = Instant::now();
+        match mp4_from_bytes(&bytes, &path, 2, 16) {
+            Ok(clip) => assert_eq!((clip.frames, clip.height, clip.width), (2, 16, 16)),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!e.contains('\n') && e.contains(&*path.to_string_lossy()), "{e}");
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{}", path.display());
+        files += 1;
+    }
+    assert!(files >= 50, "{files} files");
+}

@@ -241,10 +241,17 @@ fn the_fuzzers_corpus_gives_clips_or_one_line_errors() {
             Ok(clip) => assert_eq!((clip.frames, clip.height, clip.width), (2, 16, 16)),
             Err(e) => {
                 let e = e.to_string();
-                assert!(!e.contains('\n') && e.contains(&*path.to_string_lossy()), "{e}");
+                assert!(
+                    !e.contains('\n') && e.contains(&*path.to_string_lossy()),
+                    "{e}"
+                );
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{}", path.display());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            path.display()
+        );
         files += 1;
     }
     assert!(files >= 50, "{files} files");

@@ -5,59 +5,11 @@
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::softmax;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Tensor};
 
 use crate::fused;
 use crate::layers::{per_token, xavier_linear, zero_linear};
-
-/// Splits `[batch, tokens, heads·head_dim]` into `[batch, heads, tokens, head_dim]`.
-fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
-    let [batch, tokens, width] = x.dims();
-    x.reshape([batch, tokens, heads, width / heads])
-        .swap_dims(1, 2)
-}
-
-/// Merges `[batch, heads, tokens, head_dim]` back into `[batch, tokens, heads·head_dim]`.
-fn merge_heads(x: Tensor<4>) -> Tensor<3> {
-    let [batch, heads, tokens, head_dim] = x.dims();
-    x.swap_dims(1, 2).reshape([batch, tokens, heads * head_dim])
-}
-
-/// Expands a key-padding mask `[batch, keys]` (true = ignore) to the kernel's
-/// `[batch, heads, queries, keys]`.
-fn expand_key_mask(mask: Tensor<2, Bool>, heads: usize, queries: usize) -> Tensor<4, Bool> {
-    let [batch, keys] = mask.dims();
-    mask.reshape([batch, 1, 1, keys])
-        .expand([batch, heads, queries, keys])
-}
-
-/// Scaled dot-product attention per head.
-///
-/// # Shapes
-/// - q: `[batch, queries, width]`, k and v: `[batch, keys, width]`
-/// - key_padding: `[batch, keys]`, true where a key must be ignored
-/// - output: `[batch, queries, width]`
-pub(crate) fn multi_head_attention(
-    q: Tensor<3>,
-    k: Tensor<3>,
-    v: Tensor<3>,
-    heads: usize,
-    key_padding: Option<Tensor<2, Bool>>,
-) -> Tensor<3> {
-    let queries = q.dims()[1];
-    let mask = key_padding.map(|m| expand_key_mask(m, heads, queries));
-    let out = attention(
-        split_heads(q, heads),
-        split_heads(k, heads),
-        split_heads(v, heads),
-        mask,
-        None,
-        AttentionModuleOptions::default(),
-    );
-    merge_heads(out)
-}
+use crate::ops::split_heads;
 
 /// Multi-head self-attention with one fused q,k,v projection (`attn.qkv`, `attn.proj`).
 #[derive(Module, Debug)]
@@ -151,33 +103,8 @@ impl CrossAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::merge_heads;
     use burn::tensor::{Distribution, Tolerance};
-
-    /// softmax(QKᵀ/√d)·V written out per head, with -∞ at masked keys.
-    fn naive(
-        q: Tensor<3>,
-        k: Tensor<3>,
-        v: Tensor<3>,
-        heads: usize,
-        pad: Option<Tensor<2, Bool>>,
-    ) -> Tensor<3> {
-        let [batch, queries, width] = q.dims();
-        let keys = k.dims()[1];
-        let d = width / heads;
-        let mut outs = Vec::new();
-        for h in 0..heads {
-            let qh = q.clone().narrow(2, h * d, d);
-            let kh = k.clone().narrow(2, h * d, d);
-            let vh = v.clone().narrow(2, h * d, d);
-            let mut scores = qh.matmul(kh.swap_dims(1, 2)) / (d as f64).sqrt(); // [b, q, k]
-            if let Some(pad) = pad.clone() {
-                let mask = pad.reshape([batch, 1, keys]).expand([batch, queries, keys]);
-                scores = scores.mask_fill(mask, f32::NEG_INFINITY);
-            }
-            outs.push(softmax(scores, 2).matmul(vh));
-        }
-        Tensor::cat(outs, 2)
-    }
 
     #[test]
     fn the_attention_weights_are_the_ones_the_forward_pass_applies() {
@@ -193,22 +120,5 @@ mod tests {
                 &attn.forward(x, None).into_data(),
                 Tolerance::absolute(1e-5),
             );
-    }
-
-    #[test]
-    fn fused_attention_matches_naive_softmax() {
-        let device = Device::default();
-        let q = Tensor::<3>::random([2, 7, 12], Distribution::Normal(0.0, 1.0), &device);
-        let k = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
-        let v = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
-        let pad =
-            Tensor::<2, Bool>::from_data([[false, false, false, true, true], [false; 5]], &device);
-        for mask in [None, Some(pad)] {
-            let fused = multi_head_attention(q.clone(), k.clone(), v.clone(), 3, mask.clone());
-            let reference = naive(q.clone(), k.clone(), v.clone(), 3, mask);
-            fused
-                .into_data()
-                .assert_approx_eq::<f32>(&reference.into_data(), Tolerance::absolute(1e-5));
-        }
     }
 }

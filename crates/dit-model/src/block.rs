@@ -11,7 +11,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::{CrossAttention, SelfAttention};
 use crate::fused::layer_norm_modulate;
-use crate::layers::{Mlp, layer_norm, zero_linear};
+use crate::layers::{Mlp, zero_linear};
+use crate::ops::layer_norm;
 use crate::text::TextFeatures;
 
 /// LayerNorm epsilon of the DiT blocks and final layer.

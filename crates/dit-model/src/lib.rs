@@ -8,6 +8,7 @@
 //! | diffusion step t → embedding | [`timestep`] |
 //! | prompt → word features + pooled vector | [`tokenizer`], [`text`] |
 //! | adaLN-Zero transformer block | [`block`], [`attention`], [`layers`] |
+//! | LayerNorm, modulation, GELU, attention: routed to fused kernels, or Burn's ops | [`fused`], [`ops`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
 //! | the whole network and its config, published sizes | [`dit`] |
 //! | forward noising: the β schedule, or a straight line (rectified flow) | [`schedule`], [`flow`] |
@@ -29,6 +30,7 @@ pub mod flow;
 pub mod fused;
 pub mod layers;
 pub mod noise;
+pub mod ops;
 pub mod param_ids;
 pub mod patch;
 pub mod pos_embed;

@@ -7,9 +7,10 @@
 //! mechanism ([`FusedOps`]), where the composite versions would record 7 to
 //! 10 autodiff ops each on the largest activations. On every other backend,
 //! and for tensors that are not `f32`, the functions here run the composite
-//! versions ([`layers::gelu_tanh`], [`layers::layer_norm`] +
-//! [`layers::modulate`], [`attention::multi_head_attention`]), which are also
-//! the references the fused ops are tested against.
+//! versions ([`ops::gelu_tanh`], [`ops::layer_norm`] + [`ops::modulate`],
+//! [`ops::multi_head_attention`]), which are also the references the fused ops
+//! are tested against. The model calls these functions; `ops` imports nothing
+//! of the model.
 //!
 //! The kernels are in [`cpu`] (slices, SIMD, rayon) and wired to Burn in
 //! `flex`; see `docs/performance.md` for what each one gained.
@@ -21,8 +22,7 @@ mod flex;
 
 use burn::tensor::{Bool, Tensor};
 
-use crate::attention;
-use crate::layers;
+use crate::ops;
 
 #[cfg(feature = "flex")]
 use burn::backend::tensor::{BoolTensor, FloatTensor};
@@ -82,13 +82,13 @@ fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
     on_flex && x.dtype() == burn::tensor::DType::F32
 }
 
-/// tanh-GELU (PyTorch's `GELU(approximate="tanh")`); see [`layers::gelu_tanh`].
+/// tanh-GELU (PyTorch's `GELU(approximate="tanh")`); see [`ops::gelu_tanh`].
 pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
     if runs_fused(&x) {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_tanh(x.into_dispatch()));
     }
-    layers::gelu_tanh(x)
+    ops::gelu_tanh(x)
 }
 
 /// LayerNorm without affine parameters, then adaLN modulation:
@@ -112,7 +112,7 @@ pub fn layer_norm_modulate(
             eps,
         ));
     }
-    layers::modulate(layers::layer_norm(x, eps), shift, scale)
+    ops::modulate(ops::layer_norm(x, eps), shift, scale)
 }
 
 /// Multi-head self-attention `softmax(q·kᵀ/√d)·v` from the packed projection.
@@ -139,7 +139,7 @@ pub fn self_attention(
         return Tensor::from_dispatch(out);
     }
     let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("qkv splits into three");
-    attention::multi_head_attention(q, k, v, heads, key_padding)
+    ops::multi_head_attention(q, k, v, heads, key_padding)
 }
 
 /// Multi-head cross-attention from queries to packed keys and values.
@@ -164,7 +164,7 @@ pub fn cross_attention(
         ));
     }
     let [k, v]: [Tensor<3>; 2] = kv.chunk(2, 2).try_into().expect("kv splits into two");
-    attention::multi_head_attention(q, k, v, heads, Some(key_padding))
+    ops::multi_head_attention(q, k, v, heads, Some(key_padding))
 }
 
 #[cfg(all(test, feature = "flex"))]
@@ -232,7 +232,7 @@ mod tests {
             let w = random(shape, 100 + i as u64);
             let (y, gx) =
                 output_and_grads(std::slice::from_ref(&x), &w, |v| gelu_tanh(v[0].clone()));
-            let (y_ref, gx_ref) = output_and_grads(&[x], &w, |v| layers::gelu_tanh(v[0].clone()));
+            let (y_ref, gx_ref) = output_and_grads(&[x], &w, |v| ops::gelu_tanh(v[0].clone()));
             assert_close(y, y_ref, "gelu forward");
             assert_close(gx[0].clone(), gx_ref[0].clone(), "gelu dx");
         }
@@ -257,7 +257,7 @@ mod tests {
                     if fused {
                         layer_norm_modulate(v[0].clone(), shift, scale, 1e-6)
                     } else {
-                        layers::modulate(layers::layer_norm(v[0].clone(), 1e-6), shift, scale)
+                        ops::modulate(ops::layer_norm(v[0].clone(), 1e-6), shift, scale)
                     }
                 })
             };
@@ -301,7 +301,7 @@ mod tests {
             });
             let (y_ref, g_ref) = output_and_grads(&[qkv], &w, |v| {
                 let [q, k, v]: [Tensor<3>; 3] = v[0].clone().chunk(3, 2).try_into().unwrap();
-                attention::multi_head_attention(q, k, v, heads, mask.clone())
+                ops::multi_head_attention(q, k, v, heads, mask.clone())
             });
             let case = format!("case {i} (b{batch} t{tokens} w{width} h{heads} mask {masked})");
             assert_close(y, y_ref, &format!("attention forward, {case}"));
@@ -337,7 +337,7 @@ mod tests {
                         cross_attention(q, kv, heads, mask.clone())
                     } else {
                         let [k, v]: [Tensor<3>; 2] = kv.chunk(2, 2).try_into().unwrap();
-                        attention::multi_head_attention(q, k, v, heads, Some(mask.clone()))
+                        ops::multi_head_attention(q, k, v, heads, Some(mask.clone()))
                     }
                 })
             };

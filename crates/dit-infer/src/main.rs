@@ -211,7 +211,7 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
     let device = backend.device().map_err(anyhow::Error::msg)?;
     let checkpoint = args.checkpoint.clone().unwrap_or_else(default_checkpoint);
-    let report_dir = report_dir.unwrap_or_else(|| checkpoint.join("eval"));
+    let report_dir = report_dir.unwrap_or_else(|| checkpoint.join(dit_model::run::EVAL_DIR));
     let model = TrainedModel::load(&checkpoint, &device)?;
     let sampling = GenerateOptions {
         steps: args.steps,

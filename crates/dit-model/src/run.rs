@@ -4,6 +4,7 @@
 //! ```text
 //! runs/tiny/
 //!   config.toml          the experiment config, as run
+//!   recipe.json          the finished stages: name, seconds, result
 //!   model.json           RunSpec: network configs, clip shape, latent scale, default guidance
 //!   vocab.json           the tokenizer's words
 //!   autoencoder.bpk      frozen autoencoder weights
@@ -11,11 +12,17 @@
 //!   dit_ema.bpk          EMA weights of the DiT (what dit-infer samples with)
 //!   loss.csv, loss.png   stage 2's loss per logged step, and its curve
 //!   autoencoder_loss.*   the same for stage 1; decoder_loss.* for decoder fine-tuning
+//!   fidelity.csv, .png   prompt fidelity of the EMA model against training time
 //!   previews/            sample sheets for fixed prompts during training
 //!   train/step-NNNNNNN/  training checkpoints: dit.bpk, ema.bpk, optim.bpk, state.json
 //!   train/latest         the name of the newest complete checkpoint
+//!   train/stage-N/       the checkpoints of the autoencoder or decoder stage N while it runs
 //!   train.lock           locked by the dit-train process writing the folder (its id inside)
+//!   eval/                what `dit-infer eval` reports, by default
 //! ```
+//!
+//! Training checkpoints themselves (their state, retention) are `dit-train`'s business;
+//! this module names the files.
 //!
 //! Weights are Burn burnpack files (`.bpk`): raw tensors only, so loading never
 //! executes code from them. Every file is written atomically (a temporary file
@@ -41,6 +48,20 @@ use crate::{Dit, VideoAutoencoder};
 
 /// The experiment config, as run (TOML).
 pub const CONFIG_FILE: &str = "config.toml";
+/// The record of the finished stages (JSON).
+pub const RECIPE_FILE: &str = "recipe.json";
+/// Stem of stage 2's loss log and chart ([`loss_paths`]).
+pub const DIT_LOSS_LOG: &str = "loss";
+/// Stem of stage 1's loss log and chart.
+pub const AUTOENCODER_LOSS_LOG: &str = "autoencoder_loss";
+/// Stem of the decoder fine-tunings' loss log and chart.
+pub const DECODER_LOSS_LOG: &str = "decoder_loss";
+/// Prompt fidelity against training time (CSV).
+pub const FIDELITY_FILE: &str = "fidelity.csv";
+/// Its chart.
+pub const FIDELITY_CHART: &str = "fidelity.png";
+/// Default folder of `dit-infer eval`'s report.
+pub const EVAL_DIR: &str = "eval";
 /// Network configs and the facts a sampler needs ([`RunSpec`]).
 pub const SPEC_FILE: &str = "model.json";
 /// Tokenizer vocabulary.
@@ -67,8 +88,11 @@ pub const CHECKPOINT_OPTIMIZER_FILE: &str = "optim.bpk";
 pub const CHECKPOINT_STATE_FILE: &str = "state.json";
 /// The file a `dit-train` process locks while it writes the run folder.
 pub const LOCK_FILE: &str = "train.lock";
-/// Checkpoints kept on disk.
-pub const KEEP_CHECKPOINTS: usize = 2;
+
+/// The checkpoint folder of stage `number` (1-based) of the autoencoder or a decoder.
+pub fn stage_checkpoints(run_dir: &Path, number: usize) -> PathBuf {
+    run_dir.join(TRAIN_DIR).join(format!("stage-{number}"))
+}
 
 /// Name of the checkpoint folder of `step` (zero-padded, so names sort by step).
 pub fn checkpoint_name(step: usize) -> String {
@@ -207,7 +231,7 @@ fn parent_dir(path: &Path) -> &Path {
 }
 
 /// Flushes a folder's entries (renames into it) to disk, where the platform allows.
-fn sync_dir(dir: &Path) {
+pub fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -399,92 +423,6 @@ pub fn write_autoencoder(
     write_atomic(&dir.join(AUTOENCODER_REPORT_FILE), json.as_bytes())
 }
 
-/// Where a training run stands, stored in each checkpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TrainState {
-    /// Steps completed.
-    pub step: usize,
-    /// The run's seed (the per-step generators derive from it).
-    pub seed: u64,
-    /// Training seconds so far.
-    pub seconds: f64,
-}
-
-/// Writes a checkpoint of `state` into the folder `train_dir` (the run's [`TRAIN_DIR`],
-/// or a stage's folder inside it): `write_files` fills a hidden temporary folder, which
-/// is renamed to `train_dir/step-NNNNNNN` once complete;
-/// then [`LATEST_FILE`] is replaced atomically, and all but the newest
-/// [`KEEP_CHECKPOINTS`] checkpoints are removed. A crash at any point leaves the
-/// previous checkpoint as the newest one, and a failure (a full disk, say) removes the
-/// temporary folder. Returns the checkpoint's folder.
-pub fn save_checkpoint(
-    train_dir: &Path,
-    state: &TrainState,
-    write_files: impl FnOnce(&Path) -> Result<(), RunError>,
-) -> Result<PathBuf, RunError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |error| RunError::Write { path, error }
-    };
-    fs::create_dir_all(train_dir).map_err(io(train_dir))?;
-    let name = checkpoint_name(state.step);
-    let tmp = train_dir.join(format!(".{name}.tmp"));
-    let _ = fs::remove_dir_all(&tmp);
-    let done = train_dir.join(&name);
-    let written = fs::create_dir_all(&tmp)
-        .map_err(io(&tmp))
-        .and_then(|()| write_files(&tmp))
-        .and_then(|()| {
-            let json = serde_json::to_string_pretty(state).expect("states serialise to JSON");
-            write_atomic(&tmp.join(CHECKPOINT_STATE_FILE), json.as_bytes())
-        })
-        .and_then(|()| {
-            let _ = fs::remove_dir_all(&done);
-            fs::rename(&tmp, &done).map_err(io(&done))
-        });
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    sync_dir(train_dir);
-    write_atomic(&train_dir.join(LATEST_FILE), name.as_bytes())?;
-    let mut older: Vec<PathBuf> = fs::read_dir(train_dir)
-        .map_err(io(train_dir))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("step-"))
-                && *p != done
-        })
-        .collect();
-    older.sort();
-    let excess = older.len().saturating_sub(KEEP_CHECKPOINTS - 1);
-    for path in older.into_iter().take(excess) {
-        let _ = fs::remove_dir_all(path);
-    }
-    Ok(done)
-}
-
-/// The newest complete checkpoint in `train_dir` (as [`save_checkpoint`] writes them) and
-/// its state, if it has one.
-pub fn latest_checkpoint(train_dir: &Path) -> Result<Option<(PathBuf, TrainState)>, RunError> {
-    let Ok(name) = fs::read_to_string(train_dir.join(LATEST_FILE)) else {
-        return Ok(None);
-    };
-    let dir = train_dir.join(name.trim());
-    let path = dir.join(CHECKPOINT_STATE_FILE);
-    let text = fs::read_to_string(&path).map_err(|e| RunError::Corrupt {
-        path: path.clone(),
-        message: format!("cannot be read: {e}"),
-    })?;
-    let state = serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
-        path,
-        message: format!("not a training state: {e}"),
-    })?;
-    Ok(Some((dir, state)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,33 +448,5 @@ mod tests {
         // of the chain would repeat it).
         assert!(err.to_string().contains("No such file"), "{err}");
         assert!(std::error::Error::source(&err).is_none());
-    }
-
-    #[test]
-    fn a_failed_checkpoint_leaves_the_previous_one_newest_and_no_temporary_folder() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = |step| TrainState {
-            step,
-            seed: 7,
-            seconds: 1.0,
-        };
-        save_checkpoint(dir.path(), &state(1), |_| Ok(())).unwrap();
-        let full = || std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full");
-        let err = save_checkpoint(dir.path(), &state(2), |tmp| {
-            fs::write(tmp.join("dit.bpk"), b"half").unwrap();
-            Err(RunError::Write {
-                path: tmp.join("optim.bpk"),
-                error: full(),
-            })
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("disk full"), "{err}");
-        let names: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
-        let (_, newest) = latest_checkpoint(dir.path()).unwrap().unwrap();
-        assert_eq!(newest.step, 1);
     }
 }

@@ -13,14 +13,13 @@ use dit_model::VideoAutoencoder;
 use dit_model::noise::gaussian;
 use dit_model::run::{
     AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE, AutoencoderReport, CHECKPOINT_OPTIMIZER_FILE,
-    RunError, TrainState, latest_checkpoint, load_module, loss_paths, read_autoencoder_report,
-    save_checkpoint, save_module, write_autoencoder,
+    RunError, load_module, loss_paths, read_autoencoder_report, save_module, write_autoencoder,
 };
 use dit_model::schedule::per_sample;
 use dit_model::seed::{Stream, rng_for, seed_for};
 use rand::Rng;
 
-use crate::checkpoint::save_optimizer;
+use crate::checkpoint::{TrainState, latest_checkpoint, save_checkpoint, save_optimizer};
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::denoised::DenoisedFrames;

@@ -12,13 +12,10 @@ use dit_data::figure::{LineChart, YScale};
 use dit_infer::eval::{EvalOptions, Scores, quick_scores};
 use dit_infer::pipeline::{GenerateOptions, TextToVideo};
 use dit_infer::sampler::SamplerKind;
+use dit_model::run::{FIDELITY_CHART, FIDELITY_FILE};
 
 use crate::config::ExperimentConfig;
 
-/// The fidelity log in a run folder.
-pub const FIDELITY_FILE: &str = "fidelity.csv";
-/// Its chart.
-pub const FIDELITY_CHART: &str = "fidelity.png";
 /// Size of the chart in pixels.
 const CHART_SIZE: (usize, usize) = (800, 440);
 

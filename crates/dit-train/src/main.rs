@@ -13,14 +13,14 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_model::Backend;
 use dit_model::run::{
-    self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, TRAIN_DIR, read_autoencoder_report,
+    self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, RECIPE_FILE, TRAIN_DIR, read_autoencoder_report,
 };
 use dit_train::autoencoder::{self, DecoderRound};
 use dit_train::config::{ExperimentConfig, Stage};
 use dit_train::data::ClipSource;
 use dit_train::lock::RunLock;
 use dit_train::memory::{MemoryEstimate, human_bytes, machine_memory};
-use dit_train::recipe::{self, RECIPE_FILE};
+use dit_train::recipe;
 
 /// Train a text-to-video Diffusion Transformer: every stage of the config's recipe, in order.
 #[derive(Parser, Debug)]

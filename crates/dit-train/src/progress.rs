@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dit_data::figure::{LineChart, Mark};
-use dit_model::run::loss_paths;
+use dit_model::run::{AUTOENCODER_LOSS_LOG, DECODER_LOSS_LOG, DIT_LOSS_LOG, loss_paths};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar over training steps with loss, steps/s and ETA.
@@ -215,9 +215,9 @@ impl LossChart {
     /// The file stem of its CSV and PNG in the run folder.
     pub fn log_name(self) -> &'static str {
         match self {
-            LossChart::Dit => "loss",
-            LossChart::Autoencoder => "autoencoder_loss",
-            LossChart::Decoder => "decoder_loss",
+            LossChart::Dit => DIT_LOSS_LOG,
+            LossChart::Autoencoder => AUTOENCODER_LOSS_LOG,
+            LossChart::Decoder => DECODER_LOSS_LOG,
         }
     }
 

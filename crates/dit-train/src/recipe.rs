@@ -8,13 +8,15 @@
 //! newest checkpoint, and ends with the same weights as a run that was never stopped:
 //! every random draw of a stage is a function of the seed and the step.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use dit_model::TrainedModel;
-use dit_model::run::{TRAIN_DIR, latest_checkpoint, write_atomic};
+use dit_model::run::{RECIPE_FILE, TRAIN_DIR, stage_checkpoints, write_atomic};
+
+use crate::checkpoint::latest_checkpoint;
 use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::{self, DecoderRound};
@@ -22,9 +24,6 @@ use crate::config::{ExperimentConfig, Stage};
 use crate::data::ClipSource;
 use crate::fidelity::{FidelityLog, FidelityPoint, measure, measures_fidelity};
 use crate::trainer::{self, DitReport, StageClock};
-
-/// The record of the finished stages in a run folder.
-pub const RECIPE_FILE: &str = "recipe.json";
 
 /// What a finished stage did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -68,11 +67,6 @@ impl RecipeState {
     pub fn seconds(&self) -> f64 {
         self.finished.iter().map(|s| s.seconds).sum()
     }
-}
-
-/// The checkpoint folder of stage `number` (1-based) of the autoencoder or a decoder.
-pub fn stage_checkpoints(run_dir: &Path, number: usize) -> PathBuf {
-    run_dir.join(TRAIN_DIR).join(format!("stage-{number}"))
 }
 
 /// Runs the stages of `config` that `run_dir` has not finished, in order; returns the

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use dit_train::fidelity::{FIDELITY_FILE, write_chart};
+use dit_model::run::FIDELITY_FILE;
+use dit_train::fidelity::write_chart;
 use dit_train::progress::replot;
 
 /// Redraw the loss and fidelity charts of run folders.

@@ -4,9 +4,9 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_model::tokenizer::Tokenizer;
 
+use crate::clip::Clip;
 use crate::error::DataError;
 use crate::moving_shapes::VideoItem;
-use crate::render::Clip;
 use crate::shapes::{MAX_CAPTION_WORDS, vocabulary};
 
 /// A batch of videos and their tokenized captions.

@@ -24,7 +24,7 @@ use plotters::coord::Shift;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 
-use crate::render::Clip;
+use crate::clip::Clip;
 use crate::video::{OutputError, frame_rgb, write_png};
 
 /// DejaVu Sans (see `assets/fonts/LICENSE-DejaVu.txt`).

@@ -110,7 +110,7 @@ impl Dataset<VideoItem> for ClipFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::Clip;
+    use crate::clip::Clip;
     use crate::video::{write_gif, write_png};
     use tempfile::TempDir;
 

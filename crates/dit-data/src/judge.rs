@@ -9,7 +9,7 @@
 //! - direction = axis and sign of the larger least-squares slope of the foreground
 //!   centroid over the frames (none when both are below [`MIN_SLOPE`] pixels a frame).
 
-use crate::render::Clip;
+use crate::clip::Clip;
 use crate::shapes::{Colour, Composition, Direction, Shape};
 
 /// RGB (Euclidean, 0..=255 scale) distance from the background beyond which a pixel is foreground.

@@ -1,7 +1,8 @@
 //! Captioned video data for the text-to-video DiT.
 //!
+//! - [`clip`]: [`Clip`], an RGB video clip in memory;
 //! - [`shapes`]: the Moving Shapes palette, shapes, directions, compositions and captions;
-//! - [`render`]: [`Clip`] and the renderer of one clip;
+//! - [`render`]: the renderer of one Moving Shapes clip;
 //! - [`moving_shapes`]: the procedurally generated, deterministic data set;
 //! - [`video`]: reading clips from GIFs / PNG-frame folders, and writing GIFs, PNG frames
 //!   and contact sheets;
@@ -12,6 +13,7 @@
 //! - [`error`]: [`DataError`], the errors, each naming its field, file or line.
 
 pub mod batcher;
+pub mod clip;
 pub mod error;
 pub mod figure;
 pub mod folder;
@@ -24,11 +26,12 @@ pub mod video;
 pub use batcher::{
     VideoBatch, VideoBatcher, clip_to_tensor_data, psnr, tensor_to_clip, video_to_clips,
 };
+pub use clip::Clip;
 pub use error::DataError;
 pub use folder::ClipFolder;
 pub use judge::{JudgeMatch, Judgement, judge_clip};
 pub use moving_shapes::{CaptionMode, MovingShapes, MovingShapesConfig, Split, VideoItem};
-pub use render::{Clip, ClipParams, render_clip};
+pub use render::{ClipParams, render_clip};
 pub use shapes::{
     Colour, Composition, Direction, HELD_OUT, MAX_CAPTION_WORDS, Phrasing, Shape, TEMPLATES,
     vocabulary,

@@ -10,8 +10,9 @@ use dit_model::seed::{Stream, rng_for};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::clip::Clip;
 use crate::error::DataError;
-use crate::render::{Clip, ClipParams, render_clip};
+use crate::render::{ClipParams, render_clip};
 use crate::shapes::Composition;
 
 /// Sizes, speeds and captions of the generated clips (defaults are the spec's).

@@ -26,8 +26,8 @@ use dit_model::run::write_atomic;
 
 mod mp4;
 
+use crate::clip::Clip;
 use crate::error::DataError;
-use crate::render::Clip;
 
 // ---------------------------------------------------------------------------------------------
 // Reading

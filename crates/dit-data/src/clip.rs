@@ -1,0 +1,75 @@
+//! [`Clip`]: an RGB video clip in memory, what every reader, renderer, judge and writer of
+//! the project passes around.
+
+/// An RGB video clip, 8 bits a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clip {
+    /// Number of frames.
+    pub frames: usize,
+    /// Rows per frame.
+    pub height: usize,
+    /// Columns per frame.
+    pub width: usize,
+    /// Pixel values laid out `[frame][row][col][rgb]` (row-major, channels last):
+    /// `frames * height * width * 3` bytes.
+    pub pixels: Vec<u8>,
+}
+
+impl Clip {
+    /// An all-black clip.
+    pub fn black(frames: usize, height: usize, width: usize) -> Self {
+        Self {
+            frames,
+            height,
+            width,
+            pixels: vec![0; frames * height * width * 3],
+        }
+    }
+
+    /// Offset of pixel `(f, y, x)`'s red byte in [`Clip::pixels`].
+    fn offset(&self, f: usize, y: usize, x: usize) -> usize {
+        assert!(
+            f < self.frames && y < self.height && x < self.width,
+            "pixel (frame {f}, row {y}, col {x}) is outside a {}x{}x{} clip",
+            self.frames,
+            self.height,
+            self.width
+        );
+        ((f * self.height + y) * self.width + x) * 3
+    }
+
+    /// The RGB value at frame `f`, row `y`, column `x`.
+    pub fn pixel(&self, f: usize, y: usize, x: usize) -> [u8; 3] {
+        let o = self.offset(f, y, x);
+        [self.pixels[o], self.pixels[o + 1], self.pixels[o + 2]]
+    }
+
+    /// Sets the RGB value at frame `f`, row `y`, column `x`.
+    pub fn set_pixel(&mut self, f: usize, y: usize, x: usize, rgb: [u8; 3]) {
+        let o = self.offset(f, y, x);
+        self.pixels[o..o + 3].copy_from_slice(&rgb);
+    }
+
+    /// The bytes of frame `f`, laid out `[row][col][rgb]`.
+    pub fn frame(&self, f: usize) -> &[u8] {
+        let len = self.height * self.width * 3;
+        &self.pixels[f * len..(f + 1) * len]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_layout_is_frame_row_col_rgb() {
+        let mut clip = Clip::black(2, 3, 4);
+        clip.set_pixel(1, 2, 3, [7, 8, 9]);
+        assert_eq!(&clip.pixels[clip.pixels.len() - 3..], &[7, 8, 9]);
+        clip.set_pixel(0, 1, 0, [1, 2, 3]);
+        assert_eq!(&clip.pixels[12..15], &[1, 2, 3]);
+        assert_eq!(clip.frame(0)[12..15], [1, 2, 3]);
+        assert_eq!(clip.frame(1)[33..36], [7, 8, 9]);
+        assert_eq!(clip.pixel(1, 2, 3), [7, 8, 9]);
+    }
+}

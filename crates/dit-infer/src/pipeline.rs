@@ -88,10 +88,21 @@ impl GenerateOptions {
         prediction: Prediction,
     ) -> Result<(), GenerateError> {
         if !self.sampler.fits(prediction) {
-            return Err(GenerateError::Options(format!(
-                "this checkpoint is a rectified flow: sample it with --sampler euler, not {}",
-                self.sampler
-            )));
+            return Err(GenerateError::Options(match prediction {
+                Prediction::Flow => format!(
+                    "this checkpoint is a rectified flow: sample it with --sampler euler, not {}",
+                    self.sampler
+                ),
+                Prediction::Epsilon | Prediction::Velocity => format!(
+                    "this checkpoint predicts {}: sample it with --sampler ddim or ddpm \
+                     (euler is for rectified-flow checkpoints)",
+                    if prediction == Prediction::Epsilon {
+                        "the noise ε"
+                    } else {
+                        "the velocity v"
+                    }
+                ),
+            }));
         }
         if self.steps == 0 || self.steps > total_steps {
             return Err(GenerateError::Options(format!(
@@ -426,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flow_is_sampled_with_euler_only() {
+    fn a_flow_is_sampled_with_euler_only_and_euler_samples_only_flows() {
         let options = |sampler| GenerateOptions {
             steps: 10,
             sampler,
@@ -443,13 +454,17 @@ mod tests {
                 .validate(1000, Prediction::Flow)
                 .is_err()
         );
-        for prediction in [Prediction::Flow, Prediction::Velocity, Prediction::Epsilon] {
-            options(SamplerKind::Euler)
+        options(SamplerKind::Euler)
+            .validate(1000, Prediction::Flow)
+            .unwrap();
+        for prediction in [Prediction::Velocity, Prediction::Epsilon] {
+            let err = options(SamplerKind::Euler)
+                .validate(1000, prediction)
+                .unwrap_err();
+            assert!(err.to_string().contains("--sampler ddim or ddpm"), "{err}");
+            options(SamplerKind::Ddpm)
                 .validate(1000, prediction)
                 .unwrap();
         }
-        options(SamplerKind::Ddpm)
-            .validate(1000, Prediction::Velocity)
-            .unwrap();
     }
 }

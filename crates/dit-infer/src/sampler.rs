@@ -25,9 +25,8 @@ pub enum SamplerKind {
         /// η ∈ [0, 1].
         eta: f64,
     },
-    /// Euler steps of the sampling ODE: along a rectified flow's velocity, σ from 1 to 0
-    /// ([`euler`]); for ε and v models, DDIM with η = 0, which is the Euler method of
-    /// their probability-flow ODE in DDIM's variables (Song et al. 2021, §4.3).
+    /// Euler steps along a rectified flow's velocity, σ from 1 to 0 ([`euler`]): the
+    /// sampler of flow checkpoints, and only of them.
     Euler,
 }
 
@@ -65,10 +64,10 @@ impl SamplerKind {
         }
     }
 
-    /// Whether this sampler can denoise with a model of this `prediction`: every one for
-    /// ε and v, only Euler for a flow.
+    /// Whether this sampler can denoise with a model of this `prediction`: DDPM and DDIM
+    /// for ε and v, Euler for a flow.
     pub fn fits(self, prediction: Prediction) -> bool {
-        self == SamplerKind::Euler || prediction != Prediction::Flow
+        (self == SamplerKind::Euler) == (prediction == Prediction::Flow)
     }
 }
 
@@ -146,8 +145,8 @@ pub fn euler<const D: usize>(
 /// Runs the reverse process from `x_T` over the respaced `timesteps` (descending).
 ///
 /// `eps` predicts the noise of `x_t` at training step `t`; `rng` draws the
-/// stochastic terms (unused by DDIM with η = 0). `kind` Euler runs DDIM with η = 0 (the
-/// Euler sampler of a flow is [`euler`]).
+/// stochastic terms (unused by DDIM with η = 0). `kind` is DDPM or DDIM (a flow is sampled
+/// by [`euler`]; [`SamplerKind::fits`] tells which applies).
 pub fn sample<const D: usize, R: Rng + ?Sized>(
     schedule: &NoiseSchedule,
     timesteps: &[usize],
@@ -157,6 +156,10 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
     mut eps: impl FnMut(Tensor<D>, usize) -> Tensor<D>,
     mut on_step: impl FnMut(usize),
 ) -> Tensor<D> {
+    assert!(
+        kind != SamplerKind::Euler,
+        "Euler samples flows (`euler`); GenerateOptions::validate refuses it for ε and v"
+    );
     let device = x_t.device();
     let mut x = x_t;
     for (i, &t) in timesteps.iter().enumerate() {
@@ -167,11 +170,7 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
         let x0 = (x.clone() - e.clone() * (1.0 - a_t).sqrt()) / a_t.sqrt();
         let last = i + 1 == timesteps.len();
         x = match kind {
-            SamplerKind::Ddim { eta: _ } | SamplerKind::Euler => {
-                let eta = match kind {
-                    SamplerKind::Ddim { eta } => eta,
-                    _ => 0.0,
-                };
+            SamplerKind::Ddim { eta } => {
                 let sigma =
                     eta * ((1.0 - a_prev) / (1.0 - a_t)).sqrt() * (1.0 - a_t / a_prev).sqrt();
                 let dir = (1.0 - a_prev - sigma * sigma).max(0.0).sqrt();
@@ -194,6 +193,7 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
                     mean + gaussian(rng, x.dims(), &device) * variance.sqrt()
                 }
             }
+            SamplerKind::Euler => unreachable!("refused above"),
         };
         on_step(i);
     }
@@ -352,9 +352,12 @@ mod tests {
         assert_eq!("Euler".parse::<SamplerKind>().unwrap(), SamplerKind::Euler);
         assert!("heun".parse::<SamplerKind>().is_err());
         assert!(SamplerKind::Euler.fits(Prediction::Flow));
-        assert!(SamplerKind::Euler.fits(Prediction::Velocity));
+        assert!(!SamplerKind::Euler.fits(Prediction::Velocity));
+        assert!(!SamplerKind::Euler.fits(Prediction::Epsilon));
         assert!(!SamplerKind::Ddpm.fits(Prediction::Flow));
         assert!(!SamplerKind::Ddim { eta: 0.0 }.fits(Prediction::Flow));
+        assert!(SamplerKind::Ddim { eta: 0.5 }.fits(Prediction::Velocity));
+        assert!(SamplerKind::Ddpm.fits(Prediction::Epsilon));
         assert_eq!(
             SamplerKind::default_for(Prediction::Flow),
             SamplerKind::Euler
@@ -386,28 +389,6 @@ mod tests {
             out.into_data()
                 .assert_approx_eq::<f32>(&x0.to_data(), Tolerance::absolute(1e-5));
         }
-    }
-
-    #[test]
-    fn euler_on_an_epsilon_model_is_deterministic_ddim() {
-        let device = Device::default();
-        let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02);
-        let x_t = Tensor::<2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
-        let run = |kind| {
-            let mut rng = ChaCha8Rng::seed_from_u64(0);
-            let toy = |x: Tensor<2>, t: usize| x * (t as f32 / 2000.0);
-            sample(
-                &schedule,
-                &respace(1000, 10),
-                kind,
-                x_t.clone(),
-                &mut rng,
-                toy,
-                |_| {},
-            )
-            .into_data()
-        };
-        run(SamplerKind::Euler).assert_eq(&run(SamplerKind::Ddim { eta: 0.0 }), true);
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub enum DataError {
         /// Where the file was expected.
         path: PathBuf,
     },
+    /// A data set's file is not installed.
+    #[error("{} is missing: install the data set with `{install}`", .path.display())]
+    MissingDataset {
+        /// The file.
+        path: PathBuf,
+        /// The command that installs it.
+        install: String,
+    },
     /// A file could not be read.
     #[error("cannot read {}: {error}", .path.display())]
     Io {

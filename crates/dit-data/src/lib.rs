@@ -8,6 +8,7 @@
 //!   and contact sheets;
 //! - [`figure`]: charts with axes and legends, and contact sheets with each row's text;
 //! - [`folder`]: the captioned clips listed by a folder's `captions.jsonl`;
+//! - [`idx`]: labelled photographs in the IDX format (Fashion-MNIST), gzipped or not;
 //! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
 //! - [`judge`]: what a clip shows, judged from its pixels alone;
 //! - [`error`]: [`DataError`], the errors, each naming its field, file or line.
@@ -17,6 +18,7 @@ pub mod clip;
 pub mod error;
 pub mod figure;
 pub mod folder;
+pub mod idx;
 pub mod judge;
 pub mod moving_shapes;
 pub mod render;

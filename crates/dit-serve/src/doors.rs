@@ -56,9 +56,9 @@ impl Default for ServeOptions {
 /// Serves `app` on `listener` until `shutdown` completes, then lets the requests in flight
 /// finish; requests are checked by [`HostPolicy`] and connections limited as `options` say.
 ///
-/// When all [`ServeOptions::max_connections`] are open, the oldest connection that has not yet
-/// sent a request is closed to make room for the next; when every open connection has sent
-/// one, the next waits in the kernel's queue until one closes.
+/// When all [`ServeOptions::max_connections`] are open, a new connection takes the place of the
+/// oldest that has not yet sent a request; when every open connection has sent one, the new
+/// one is held (and the next ones wait in the kernel's queue) until one closes.
 pub async fn serve_guarded(
     listener: TcpListener,
     app: Router,
@@ -79,16 +79,6 @@ pub async fn serve_guarded(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     for id in 0u64.. {
-        let slot = match Arc::clone(&slots).try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
-                waiting.close_oldest();
-                tokio::select! {
-                    slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
-                    () = &mut shutdown => break,
-                }
-            }
-        };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -99,6 +89,18 @@ pub async fn serve_guarded(
                 }
             },
             () = &mut shutdown => break,
+        };
+        // A place for it: a free one, or the place of the oldest connection that has sent
+        // nothing; when every open connection has sent a request, it waits for one to close.
+        let slot = match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                waiting.close_oldest();
+                tokio::select! {
+                    slot = Arc::clone(&slots).acquire_owned() => slot.expect("never closed"),
+                    () = &mut shutdown => break,
+                }
+            }
         };
         let closed = waiting.add(id);
         let (app, started) = (app.clone(), Arc::clone(&waiting));

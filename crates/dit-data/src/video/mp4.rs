@@ -1,10 +1,10 @@
 //! H.264 video in an MP4 container, the format players, browsers and other text-to-video
 //! projects use. The codec is Cisco's OpenH264 (the `openh264` crate, built from the source it
 //! bundles, so nothing has to be installed); the container is written by the `mp4` crate and
-//! read by [`demux`], which is built for files from anywhere. H.264 in MP4 stores each frame as NAL units prefixed by their length ("AVCC"), with
-//! the sequence and picture parameter sets (SPS, PPS) in the track's `avcC` box; the codec
-//! speaks the Annex B form (NAL units after `00 00 00 01` start codes). This module converts
-//! between the two.
+//! read by [`demux`], which is built for files from anywhere. H.264 in MP4 stores each frame
+//! as NAL units prefixed by their length ("AVCC"), with the sequence and picture parameter sets
+//! (SPS, PPS) in the track's `avcC` box; the codec speaks the Annex B form (NAL units after
+//! `00 00 00 01` start codes). This module converts between the two.
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;

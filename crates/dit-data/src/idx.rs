@@ -12,7 +12,7 @@
 //! [`fashion_mnist`] reads the copy Debian's `dataset-fashion-mnist` package installs.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use flate2::read::GzDecoder;
@@ -135,10 +135,8 @@ fn open(path: &Path) -> Result<Box<dyn Read>, DataError> {
         error,
     };
     let mut file = BufReader::new(File::open(path).map_err(io)?);
-    let mut magic = [0u8; 2];
-    let gzipped = file.read_exact(&mut magic).is_ok() && magic == GZIP_MAGIC;
-    // Start again from the first byte.
-    let file = BufReader::new(File::open(path).map_err(io)?);
+    // The first bytes, looked at without consuming them.
+    let gzipped = file.fill_buf().map_err(io)?.starts_with(&GZIP_MAGIC);
     Ok(if gzipped {
         Box::new(GzDecoder::new(file))
     } else {

@@ -11,6 +11,7 @@
 //! | LayerNorm, modulation, GELU, attention: routed to fused kernels, or Burn's ops | [`fused`], [`ops`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
 //! | the whole network and its config, published sizes | [`dit`] |
+//! | the photograph classifier that judges Moving Fashion clips | [`classifier`] |
 //! | forward noising: the β schedule, or a straight line (rectified flow) | [`schedule`], [`flow`] |
 //! | config errors and shared checks | [`validate`] |
 //! | the run folder: layout, spec, checkpoints, atomic writes | [`run`] |
@@ -24,6 +25,7 @@ pub mod attention;
 pub mod autoencoder;
 pub mod backend;
 pub mod block;
+pub mod classifier;
 pub mod dit;
 pub mod final_layer;
 pub mod flow;

@@ -40,6 +40,7 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::AutoencoderConfig;
+use crate::classifier::{PhotoClassifier, PhotoClassifierConfig};
 use crate::dit::DitConfig;
 use crate::schedule::DiffusionConfig;
 use crate::tokenizer::Tokenizer;
@@ -88,6 +89,10 @@ pub const CHECKPOINT_OPTIMIZER_FILE: &str = "optim.bpk";
 pub const CHECKPOINT_STATE_FILE: &str = "state.json";
 /// The file a `dit-train` process locks while it writes the run folder.
 pub const LOCK_FILE: &str = "train.lock";
+/// The photograph classifier's weights, in a classifier folder (`dit-train classifier`).
+pub const CLASSIFIER_FILE: &str = "classifier.bpk";
+/// The classifier's [`ClassifierReport`], in a classifier folder.
+pub const CLASSIFIER_REPORT_FILE: &str = "classifier.json";
 
 /// The checkpoint folder of stage `number` (1-based) of the autoencoder or a decoder.
 pub fn stage_checkpoints(run_dir: &Path, number: usize) -> PathBuf {
@@ -421,6 +426,61 @@ pub fn write_autoencoder(
     save_module(autoencoder, &dir.join(AUTOENCODER_FILE))?;
     let json = serde_json::to_string_pretty(report).expect("reports serialise to JSON");
     write_atomic(&dir.join(AUTOENCODER_REPORT_FILE), json.as_bytes())
+}
+
+/// What `dit-train classifier` trained and how well it classifies the unseen split.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClassifierReport {
+    /// The network's hyper-parameters.
+    pub config: PhotoClassifierConfig,
+    /// The seed of the training run.
+    pub seed: u64,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Photographs per step.
+    pub batch_size: usize,
+    /// Top-1 accuracy on the test split (photographs never trained on).
+    pub test_accuracy: f64,
+    /// Top-1 accuracy of each class on the test split.
+    pub class_accuracy: Vec<f64>,
+    /// Test-split counts: `confusion[true class][predicted class]`.
+    pub confusion: Vec<Vec<usize>>,
+    /// Training seconds.
+    pub seconds: f64,
+    /// The CPU (or device) it was trained on.
+    pub machine: String,
+}
+
+/// Reads a classifier folder: the report and the weights, loaded onto `device`.
+pub fn load_classifier(
+    dir: &Path,
+    device: &Device,
+) -> Result<(PhotoClassifier, ClassifierReport), RunError> {
+    if !dir.is_dir() {
+        return Err(RunError::MissingFolder(dir.to_path_buf()));
+    }
+    let text = read_text(dir, CLASSIFIER_REPORT_FILE)?;
+    let report: ClassifierReport = serde_json::from_str(&text).map_err(|e| RunError::Corrupt {
+        path: dir.join(CLASSIFIER_REPORT_FILE),
+        message: format!("not a classifier report: {e}"),
+    })?;
+    let model = report.config.init(device).map_err(|e| RunError::Corrupt {
+        path: dir.join(CLASSIFIER_REPORT_FILE),
+        message: e.to_string(),
+    })?;
+    let model = load_module(model, &dir.join(CLASSIFIER_FILE))?;
+    Ok((model, report))
+}
+
+/// Writes a classifier's weights and report into `dir`, each atomically.
+pub fn write_classifier(
+    dir: &Path,
+    classifier: &PhotoClassifier,
+    report: &ClassifierReport,
+) -> Result<(), RunError> {
+    save_module(classifier, &dir.join(CLASSIFIER_FILE))?;
+    let json = serde_json::to_string_pretty(report).expect("reports serialise to JSON");
+    write_atomic(&dir.join(CLASSIFIER_REPORT_FILE), json.as_bytes())
 }
 
 #[cfg(test)]

@@ -36,6 +36,9 @@ pub enum Stream {
     /// The start step and noise of the DiT-denoised latents a decoder stage learns from;
     /// index: the batch of clips.
     DecoderDenoising,
+    /// The photograph classifier's training: each epoch's order (index: the epoch) and each
+    /// step's shifts and dropout (index: `1 << 32` + the step).
+    Classifier,
 }
 
 impl Stream {
@@ -54,6 +57,7 @@ impl Stream {
             // 8 was the evaluation's paraphrase draws, now designed instead.
             Stream::TraceNoise => 9,
             Stream::DecoderDenoising => 10,
+            Stream::Classifier => 11,
             Stream::CompositionClips(composition) => 1000 + composition as u64,
         }
     }
@@ -104,6 +108,7 @@ mod tests {
             Stream::SamplerNoise,
             Stream::TraceNoise,
             Stream::DecoderDenoising,
+            Stream::Classifier,
         ];
         let mut seeds: Vec<u64> = streams
             .iter()

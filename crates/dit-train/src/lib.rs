@@ -17,10 +17,12 @@
 //! - [`preview`]: sample sheets during training;
 //! - [`trainer`]: the stage-2 loop;
 //! - [`progress`]: progress bar, loss CSV and loss plot;
-//! - [`fidelity`]: prompt fidelity against training time (`fidelity.csv`, `fidelity.png`).
+//! - [`fidelity`]: prompt fidelity against training time (`fidelity.csv`, `fidelity.png`);
+//! - [`classifier`]: the photograph classifier that judges Moving Fashion clips.
 
 pub mod autoencoder;
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod data;
 pub mod denoised;

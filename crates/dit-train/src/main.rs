@@ -16,6 +16,7 @@ use dit_model::run::{
     self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, RECIPE_FILE, TRAIN_DIR, read_autoencoder_report,
 };
 use dit_train::autoencoder::{self, DecoderRound};
+use dit_train::classifier;
 use dit_train::config::{ExperimentConfig, Stage};
 use dit_train::data::ClipSource;
 use dit_train::lock::RunLock;
@@ -53,7 +54,7 @@ struct Args {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Debug, Clone, Copy, PartialEq)]
+#[derive(Subcommand, Debug, Clone, PartialEq)]
 enum Command {
     /// Fine-tune the decoder of a finished run's autoencoder with its encoder frozen
     /// (`--resume RUN`), outside its recipe: the latent space is unchanged, so the run's
@@ -76,11 +77,49 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         denoised_from: usize,
     },
+    /// Train the photograph classifier that judges Moving Fashion clips, on Fashion-MNIST's
+    /// training split, into a folder of its own (continued where it stopped when the folder
+    /// holds its checkpoints).
+    Classifier {
+        /// Folder to write (`classifier.bpk`, `classifier.json`, checkpoints in `train/`).
+        #[arg(long, default_value = "runs/classifier")]
+        out: PathBuf,
+        /// Where Fashion-MNIST's IDX files are.
+        #[arg(long, default_value = dit_data::idx::FASHION_MNIST_DIR)]
+        data: PathBuf,
+        /// Passes over the 60,000 training photographs.
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        /// Photographs per step.
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Peak learning rate (cosine decay to a tenth of it).
+        #[arg(long, default_value_t = 1e-3)]
+        learning_rate: f64,
+    },
 }
 
 fn run(args: Args) -> Result<()> {
     let backend = args.backend.unwrap_or_else(Backend::default_compiled);
     let device = backend.device().map_err(anyhow::Error::msg)?;
+    if let Some(Command::Classifier {
+        out,
+        data,
+        epochs,
+        batch_size,
+        learning_rate,
+    }) = &args.command
+    {
+        return train_classifier(
+            &args,
+            out,
+            data,
+            *epochs,
+            *batch_size,
+            *learning_rate,
+            &device,
+        );
+    }
     let (run_dir, config_path) = match &args.resume {
         Some(dir) => {
             if !dir.join(CONFIG_FILE).is_file() {
@@ -131,7 +170,7 @@ fn run(args: Args) -> Result<()> {
         learning_rate,
         latent_noise,
         denoised_from,
-    }) = args.command
+    }) = args.command.clone()
     {
         let source = ClipSource::open(&config)?;
         let report = read_autoencoder_report(&run_dir)?;
@@ -188,6 +227,42 @@ fn run(args: Args) -> Result<()> {
             shell_quoted(prompt)
         );
     }
+    Ok(())
+}
+
+/// `dit-train classifier`: trains the judge of Moving Fashion clips and prints its accuracy.
+fn train_classifier(
+    args: &Args,
+    out: &std::path::Path,
+    data: &std::path::Path,
+    epochs: usize,
+    batch_size: usize,
+    learning_rate: f64,
+    device: &burn::tensor::Device,
+) -> Result<()> {
+    if args.resume.is_some() || args.out.is_some() || args.dit_steps.is_some() {
+        bail!(
+            "`classifier` takes --out after the word `classifier`, and no --resume or --dit-steps"
+        );
+    }
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create classifier folder {}", out.display()))?;
+    let _lock = RunLock::acquire(out)?;
+    let options = classifier::ClassifierTraining {
+        epochs,
+        batch_size,
+        learning_rate,
+        seed: args.seed.unwrap_or(0),
+        ..Default::default()
+    };
+    let report = classifier::train(&options, data, out, device)?;
+    eprintln!(
+        "classifier: {:.2}% top-1 on the 10,000 test photographs after {} steps ({:.0} s) → {}",
+        100.0 * report.test_accuracy,
+        report.steps,
+        report.seconds,
+        out.display()
+    );
     Ok(())
 }
 

@@ -184,6 +184,23 @@ pub fn machine_memory() -> Option<f64> {
     Some(kib * 1024.0)
 }
 
+/// The CPU's model name (`model name` of `/proc/cpuinfo`) and its logical core count, for
+/// the reports that record where a number was measured; `unknown CPU` where the system
+/// does not say.
+pub fn cpu_model() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let name = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{name}, {cores} cores")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,8 @@
 //! - [`shapes`]: the Moving Shapes palette, shapes, directions, compositions and captions;
 //! - [`render`]: the renderer of one Moving Shapes clip;
 //! - [`moving_shapes`]: the procedurally generated, deterministic data set;
+//! - [`fashion`]: the Moving Fashion classes, compositions and captions;
+//! - [`moving_fashion`]: the Moving Fashion data set, Fashion-MNIST's photographs in motion;
 //! - [`video`]: reading clips from GIFs / PNG-frame folders, and writing GIFs, PNG frames
 //!   and contact sheets;
 //! - [`figure`]: charts with axes and legends, and contact sheets with each row's text;
@@ -16,10 +18,12 @@
 pub mod batcher;
 pub mod clip;
 pub mod error;
+pub mod fashion;
 pub mod figure;
 pub mod folder;
 pub mod idx;
 pub mod judge;
+pub mod moving_fashion;
 pub mod moving_shapes;
 pub mod render;
 pub mod shapes;

@@ -161,9 +161,9 @@ impl Direction {
 }
 
 /// Verbs in the "-ing" form used by paraphrases; "moving" is the canonical one.
-const VERBS_ING: [&str; 5] = ["moving", "going", "sliding", "drifting", "heading"];
+pub(crate) const VERBS_ING: [&str; 5] = ["moving", "going", "sliding", "drifting", "heading"];
 /// The same verbs in the third person singular.
-const VERBS_S: [&str; 5] = ["moves", "goes", "slides", "drifts", "heads"];
+pub(crate) const VERBS_S: [&str; 5] = ["moves", "goes", "slides", "drifts", "heads"];
 /// Function words of the paraphrase templates.
 const FUNCTION_WORDS: [&str; 7] = ["a", "the", "is", "and", "that", "in", "colour"];
 

@@ -78,7 +78,7 @@ struct FrameStats {
 }
 
 /// Per-channel median of the pixels on the border of every frame.
-fn background(clip: &Clip) -> [f32; 3] {
+pub(crate) fn background(clip: &Clip) -> [f32; 3] {
     let mut channels: [Vec<u8>; 3] = Default::default();
     for f in 0..clip.frames {
         for y in 0..clip.height {
@@ -192,23 +192,24 @@ fn slope(times: &[f64], values: &[f64]) -> f64 {
 
 /// Direction of the centroid's motion over the frames that have foreground.
 fn direction(stats: &[FrameStats]) -> Option<Direction> {
-    let present: Vec<(usize, &FrameStats)> = stats
+    let centroids: Vec<(usize, f64, f64)> = stats
         .iter()
         .enumerate()
         .filter(|(_, s)| s.area > 0)
+        .map(|(f, s)| (f, s.sum_x / s.area as f64, s.sum_y / s.area as f64))
         .collect();
-    if present.len() < 2 {
+    motion_direction(&centroids)
+}
+
+/// Direction of motion of centroids `(frame, x, y)`: axis and sign of the larger
+/// least-squares slope, `None` under two frames or when both slopes are below [`MIN_SLOPE`].
+pub(crate) fn motion_direction(centroids: &[(usize, f64, f64)]) -> Option<Direction> {
+    if centroids.len() < 2 {
         return None;
     }
-    let times: Vec<f64> = present.iter().map(|(t, _)| *t as f64).collect();
-    let xs: Vec<f64> = present
-        .iter()
-        .map(|(_, s)| s.sum_x / s.area as f64)
-        .collect();
-    let ys: Vec<f64> = present
-        .iter()
-        .map(|(_, s)| s.sum_y / s.area as f64)
-        .collect();
+    let times: Vec<f64> = centroids.iter().map(|c| c.0 as f64).collect();
+    let xs: Vec<f64> = centroids.iter().map(|c| c.1).collect();
+    let ys: Vec<f64> = centroids.iter().map(|c| c.2).collect();
     let (sx, sy) = (slope(&times, &xs) as f32, slope(&times, &ys) as f32);
     if sx.abs().max(sy.abs()) < MIN_SLOPE {
         None

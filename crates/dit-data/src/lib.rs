@@ -13,12 +13,14 @@
 //! - [`idx`]: labelled photographs in the IDX format (Fashion-MNIST), gzipped or not;
 //! - [`batcher`]: clips and captions to tensors, and generated tensors back to clips;
 //! - [`judge`]: what a clip shows, judged from its pixels alone;
+//! - [`fashion_judge`]: what a Moving Fashion clip shows, judged by the photograph classifier;
 //! - [`error`]: [`DataError`], the errors, each naming its field, file or line.
 
 pub mod batcher;
 pub mod clip;
 pub mod error;
 pub mod fashion;
+pub mod fashion_judge;
 pub mod figure;
 pub mod folder;
 pub mod idx;

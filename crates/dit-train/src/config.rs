@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use burn::config::Config;
-use dit_data::MovingShapesConfig;
+use dit_data::fashion::MAX_FASHION_CAPTION_WORDS;
+use dit_data::moving_fashion::MovingFashionConfig;
+use dit_data::{MAX_CAPTION_WORDS, MovingShapesConfig};
 use dit_model::validate::{ConfigError, require_in_range, require_positive};
 use dit_model::{DiffusionConfig, ModelConfig, Prediction};
 use serde::de::DeserializeOwned;
@@ -20,8 +22,71 @@ pub struct DataConfig {
     /// Keep every `n`-th frame of a folder's clips from the first, at the clip's own pace;
     /// absent: the config's frame count spread evenly over each whole clip.
     pub frame_stride: Option<usize>,
-    /// Clip shape and Moving Shapes settings (frames and size apply to folder clips too).
-    pub shapes: MovingShapesConfig,
+    /// Moving Shapes (`[data.shapes]`, the default data set): clip shape and rendering.
+    /// Its frames and size apply to a folder's clips too.
+    pub shapes: Option<MovingShapesConfig>,
+    /// Moving Fashion (`[data.fashion]`, docs/moving-fashion.md) instead of Moving
+    /// Shapes: Fashion-MNIST's photographs in motion.
+    pub fashion: Option<MovingFashionConfig>,
+}
+
+impl DataConfig {
+    /// Frames per clip, from the data set's section (0 when the config has none, which
+    /// validation refuses).
+    pub fn frames(&self) -> usize {
+        match (&self.shapes, &self.fashion) {
+            (Some(shapes), _) => shapes.frames,
+            (None, Some(fashion)) => fashion.frames,
+            (None, None) => 0,
+        }
+    }
+
+    /// Side of the square frames, from the data set's section (0 when there is none).
+    pub fn size(&self) -> usize {
+        match (&self.shapes, &self.fashion) {
+            (Some(shapes), _) => shapes.size,
+            (None, Some(fashion)) => fashion.size,
+            (None, None) => 0,
+        }
+    }
+
+    /// The longest caption the built-in data set writes, in words (`None` for a folder,
+    /// whose captions are read as they are).
+    pub fn longest_caption(&self) -> Option<usize> {
+        if self.folder.is_some() {
+            None
+        } else if self.fashion.is_some() {
+            Some(MAX_FASHION_CAPTION_WORDS)
+        } else {
+            Some(MAX_CAPTION_WORDS)
+        }
+    }
+
+    /// Exactly one data set section, each valid.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.frame_stride == Some(0) {
+            return Err(ConfigError::new(
+                "data.frame_stride",
+                "must be positive, got 0",
+            ));
+        }
+        match (&self.shapes, &self.fashion) {
+            (Some(shapes), None) => shapes
+                .validate()
+                .map_err(|e| ConfigError::new("data.shapes", e.to_string())),
+            (None, Some(fashion)) => fashion
+                .validate()
+                .map_err(|e| ConfigError::new("data.fashion", e.to_string())),
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "data",
+                "has both [data.shapes] and [data.fashion]: give the one data set to train on",
+            )),
+            (None, None) => Err(ConfigError::new(
+                "data",
+                "needs [data.shapes] (Moving Shapes) or [data.fashion] (Moving Fashion)",
+            )),
+        }
+    }
 }
 
 /// Stage 1: the visual autoencoder.
@@ -133,7 +198,7 @@ pub struct ExperimentConfig {
     /// Training clips.
     pub data: DataConfig,
     /// Autoencoder and DiT. The DiT's latent shape is not written in the file: it
-    /// follows from `data.shapes` and the autoencoder. `model.dit.text.vocab_size = 0`
+    /// follows from the data set's clip shape and the autoencoder. `model.dit.text.vocab_size = 0`
     /// takes the vocabulary size from the data.
     pub model: ModelConfig,
     /// Noise schedule.
@@ -183,23 +248,25 @@ impl ExperimentConfig {
 
     /// Checks every section.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.data.frame_stride == Some(0) {
-            return Err(ConfigError::new(
-                "data.frame_stride",
-                "must be positive, got 0",
-            ));
-        }
-        let shapes = &self.data.shapes;
-        shapes
-            .validate()
-            .map_err(|e| ConfigError::new("data.shapes", e.to_string()))?;
+        self.data.validate()?;
         let mut model = self.model.clone();
         if model.dit.text.vocab_size == 0 {
             model.dit.text.vocab_size = 2; // resolved from the data later
         }
         model
-            .validate(shapes.frames, shapes.size)
+            .validate(self.data.frames(), self.data.size())
             .map_err(|e| e.within("model"))?;
+        if let Some(longest) = self.data.longest_caption()
+            && self.model.dit.text.max_words < longest
+        {
+            return Err(ConfigError::new(
+                "model.dit.text.max_words",
+                format!(
+                    "is {}, but the data set's captions run to {longest} words",
+                    self.model.dit.text.max_words
+                ),
+            ));
+        }
         self.diffusion
             .validate()
             .map_err(|e| e.within("diffusion"))?;
@@ -320,9 +387,14 @@ fn insert_latent_shape(table: &mut toml::Table) {
         }
         t.get(*last)?.as_integer()
     };
+    let section = if int(&["data", "fashion", "frames"]).is_some() {
+        "fashion"
+    } else {
+        "shapes"
+    };
     let (Some(frames), Some(size), Some(channels), Some(downsamplings)) = (
-        int(&["data", "shapes", "frames"]),
-        int(&["data", "shapes", "size"]),
+        int(&["data", section, "frames"]),
+        int(&["data", section, "size"]),
         int(&["model", "autoencoder", "latent_channels"]),
         int(&["model", "autoencoder", "downsamplings"]),
     ) else {

@@ -1,6 +1,12 @@
-//! Training clips for both stages: Moving Shapes (default) or a folder of
+//! Training clips for both stages: Moving Shapes (default), Moving Fashion or a folder of
 //! captioned clips.
 
+use std::path::PathBuf;
+
+use dit_data::fashion::{FashionComposition, Garment, fashion_vocabulary};
+use dit_data::idx::FASHION_MNIST_DIR;
+use dit_data::moving_fashion::MovingFashion;
+use dit_data::shapes::{Colour, Direction};
 use dit_data::video::FrameSampling;
 use dit_data::{ClipFolder, DataError, MovingShapes, Split, VideoItem, vocabulary};
 use dit_model::Tokenizer;
@@ -19,27 +25,60 @@ pub enum ClipSource {
         /// All 72 compositions.
         eval: MovingShapes,
     },
+    /// Moving Fashion: training photographs for training, test photographs for evaluation.
+    MovingFashion {
+        /// The 220 training compositions, over the 60,000 training photographs.
+        train: MovingFashion,
+        /// All 240 compositions, over the 10,000 test photographs.
+        eval: MovingFashion,
+    },
     /// A user folder; every clip trains, the first ones also serve evaluation.
     Folder(ClipFolder),
+}
+
+/// Where Fashion-MNIST is read from: `$FASHION_MNIST_DIR`, else where Debian's
+/// `dataset-fashion-mnist` package installs it.
+pub fn fashion_mnist_dir() -> PathBuf {
+    std::env::var_os("FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR))
 }
 
 impl ClipSource {
     /// Opens the source a config names; a folder is read (and checked) completely.
     pub fn open(config: &ExperimentConfig) -> Result<Self, DataError> {
-        let shapes = &config.data.shapes;
-        match &config.data.folder {
-            Some(dir) => {
-                let sampling = match config.data.frame_stride {
+        let data = &config.data;
+        match (&data.folder, &data.shapes, &data.fashion) {
+            (Some(dir), _, _) => {
+                let sampling = match data.frame_stride {
                     Some(n) => FrameSampling::Stride(n),
                     None => FrameSampling::Spread,
                 };
-                let folder = ClipFolder::open(dir, shapes.frames, shapes.size, sampling)?;
+                let folder = ClipFolder::open(dir, data.frames(), data.size(), sampling)?;
                 Ok(ClipSource::Folder(folder))
             }
-            None => Ok(ClipSource::MovingShapes {
-                train: MovingShapes::new(shapes.clone(), config.seed, Split::Train, usize::MAX)?,
-                eval: MovingShapes::new(shapes.clone(), config.seed, Split::Eval, usize::MAX)?,
-            }),
+            (None, None, Some(fashion)) => {
+                let dir = fashion_mnist_dir();
+                let open = |split| MovingFashion::open(&dir, fashion.clone(), config.seed, split);
+                Ok(ClipSource::MovingFashion {
+                    train: open(Split::Train)?,
+                    eval: open(Split::Eval)?,
+                })
+            }
+            (None, shapes, _) => {
+                let shapes = shapes
+                    .clone()
+                    .unwrap_or_else(dit_data::MovingShapesConfig::new);
+                Ok(ClipSource::MovingShapes {
+                    train: MovingShapes::new(
+                        shapes.clone(),
+                        config.seed,
+                        Split::Train,
+                        usize::MAX,
+                    )?,
+                    eval: MovingShapes::new(shapes, config.seed, Split::Eval, usize::MAX)?,
+                })
+            }
         }
     }
 
@@ -47,6 +86,7 @@ impl ClipSource {
     pub fn tokenizer(&self) -> Tokenizer {
         match self {
             ClipSource::MovingShapes { .. } => Tokenizer::new(&vocabulary()),
+            ClipSource::MovingFashion { .. } => Tokenizer::new(&fashion_vocabulary()),
             ClipSource::Folder(folder) => {
                 let mut words: Vec<String> = folder
                     .items()
@@ -65,6 +105,7 @@ impl ClipSource {
     pub fn train_item(&self, index: usize, seed: u64) -> VideoItem {
         match self {
             ClipSource::MovingShapes { train, .. } => train.item(index),
+            ClipSource::MovingFashion { train, .. } => train.item(index).item,
             ClipSource::Folder(folder) => {
                 let n = folder.items().len();
                 let (epoch, i) = (index / n, index % n);
@@ -80,6 +121,7 @@ impl ClipSource {
     pub fn eval_items(&self, n: usize) -> Vec<VideoItem> {
         match self {
             ClipSource::MovingShapes { eval, .. } => (0..n).map(|i| eval.item(i)).collect(),
+            ClipSource::MovingFashion { eval, .. } => (0..n).map(|i| eval.item(i).item).collect(),
             ClipSource::Folder(folder) => folder.items().iter().cycle().take(n).cloned().collect(),
         }
     }
@@ -99,6 +141,16 @@ impl ClipSource {
             ]
             .map(String::from)
             .to_vec(),
+            // One of each class, in training compositions, colours and directions varied.
+            ClipSource::MovingFashion { .. } => Garment::ALL
+                .iter()
+                .enumerate()
+                .map(|(k, &garment)| {
+                    let colour = Colour::ALL[(k + 1) % 6];
+                    let direction = Direction::ALL[(k + 1) % 4];
+                    FashionComposition::new(garment, colour, direction).canonical_caption()
+                })
+                .collect(),
             ClipSource::Folder(folder) => folder
                 .items()
                 .iter()

@@ -126,9 +126,9 @@ impl FidelityPoint {
 
 /// Whether a run measures its fidelity: its data must be Moving Shapes, whose
 /// compositions and captions the measurement asks for (a folder of clips has its own
-/// vocabulary and subjects).
+/// vocabulary and subjects; Moving Fashion is judged by `dit-infer eval`).
 pub fn measures_fidelity(config: &ExperimentConfig) -> bool {
-    config.data.folder.is_none()
+    config.data.folder.is_none() && config.data.fashion.is_none()
 }
 
 /// Judges `model` on every composition once ([`quick_scores`]) with `steps` steps of its

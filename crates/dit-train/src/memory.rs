@@ -101,15 +101,15 @@ fn denoised_set_bytes(config: &ExperimentConfig, latent_values: f64, dit_paramet
         return 0.0;
     }
     let clips = crate::denoised::clip_count(config.dit_training.train_clips) as f64;
-    let shapes = &config.data.shapes;
-    let pixels = (shapes.frames * shapes.size * shapes.size) as f64;
+    let data = &config.data;
+    let pixels = (data.frames() * data.size() * data.size()) as f64;
     (clips * (3.0 * pixels + latent_values) + dit_parameters as f64) * F32
 }
 
 /// Stage 1: weights, Adam's moments and gradients, and the activations of a batch of frames.
 fn autoencoder_bytes(config: &ExperimentConfig) -> f64 {
     let ae = &config.model.autoencoder;
-    let size = config.data.shapes.size as f64;
+    let size = config.data.size() as f64;
     let per_frame: f64 = (0..=ae.downsamplings)
         .map(|level| {
             let channels = if level == 0 {
@@ -250,8 +250,9 @@ mod tests {
         assert!(e.to_string().contains("denoised set"), "{e}");
         // Clips of 256×256 pixels and 64 frames: the frames alone are 1,024·64·3·256² values, 48 GiB.
         let mut big = config("tiny.toml");
-        big.data.shapes.size = 256;
-        big.data.shapes.frames = 64;
+        let shapes = big.data.shapes.as_mut().unwrap();
+        shapes.size = 256;
+        shapes.frames = 64;
         let e = MemoryEstimate::of(&big);
         assert!(e.denoised_set > 51e9 && e.total() > e.denoised_set, "{e}");
         let mut without = config("tiny.toml");

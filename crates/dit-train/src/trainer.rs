@@ -33,12 +33,11 @@ use crate::progress::{LossChart, LossLog, Progress};
 pub(crate) fn run_spec(config: &ExperimentConfig, vocab_size: usize, latent_scale: f64) -> RunSpec {
     let mut model = config.model.clone();
     model.dit.text.vocab_size = vocab_size;
-    let shapes = &config.data.shapes;
     RunSpec::new(
         model,
         config.diffusion.clone(),
-        shapes.frames,
-        shapes.size,
+        config.data.frames(),
+        config.data.size(),
         latent_scale,
     )
     .with_guidance(config.guidance)

@@ -197,15 +197,18 @@ fn bench_sample(
     batch: usize,
     repeats: usize,
 ) -> Result<Timing> {
-    let shapes = &config.data.shapes;
-    let tokenizer = Tokenizer::new(&dit_data::vocabulary());
+    let vocabulary = match config.data.fashion {
+        Some(_) => dit_data::fashion::fashion_vocabulary(),
+        None => dit_data::vocabulary(),
+    };
+    let tokenizer = Tokenizer::new(&vocabulary);
     let mut model_config = config.model.clone();
     model_config.dit = dit_config.clone();
     let spec = RunSpec::new(
         model_config.clone(),
         config.diffusion.clone(),
-        shapes.frames,
-        shapes.size,
+        config.data.frames(),
+        config.data.size(),
         1.0,
     );
     let autoencoder = model_config.autoencoder.init(device)?;

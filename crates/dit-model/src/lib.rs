@@ -48,7 +48,7 @@ pub mod weights;
 pub use autoencoder::{AutoencoderConfig, VideoAutoencoder};
 pub use backend::Backend;
 pub use dit::{Dit, DitConfig, DitSize, DitTrace};
-pub use run::{ModelConfig, RunSpec, TrainedModel};
+pub use run::{ModelConfig, RunSpec, TrainedModel, TrainingData};
 pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule, Prediction};
 pub use text::{TextEncoder, TextEncoderConfig, TextFeatures};
 pub use tokenizer::{TokenizeError, Tokenizer};

@@ -155,6 +155,20 @@ impl ModelConfig {
     }
 }
 
+/// The data a model was trained on: what its prompts can ask for, and so how
+/// `dit-infer eval` judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainingData {
+    /// Moving Shapes, the default data set.
+    #[default]
+    MovingShapes,
+    /// Moving Fashion (docs/moving-fashion.md).
+    MovingFashion,
+    /// A folder of the user's captioned clips.
+    Folder,
+}
+
 /// What a run folder says about its model.
 #[derive(Config, Debug, PartialEq)]
 pub struct RunSpec {
@@ -171,6 +185,16 @@ pub struct RunSpec {
     /// Guidance scale recommended for this model.
     #[config(default = 4.0)]
     pub guidance: f64,
+    /// The data it was trained on (absent in run folders written before the field
+    /// existed, which were all trained on Moving Shapes).
+    pub data: Option<TrainingData>,
+}
+
+impl RunSpec {
+    /// The data the model was trained on.
+    pub fn training_data(&self) -> TrainingData {
+        self.data.unwrap_or_default()
+    }
 }
 
 /// Why a run folder could not be read or written.

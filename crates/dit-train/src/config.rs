@@ -10,7 +10,7 @@ use dit_data::fashion::MAX_FASHION_CAPTION_WORDS;
 use dit_data::moving_fashion::MovingFashionConfig;
 use dit_data::{MAX_CAPTION_WORDS, MovingShapesConfig};
 use dit_model::validate::{ConfigError, require_in_range, require_positive};
-use dit_model::{DiffusionConfig, ModelConfig, Prediction};
+use dit_model::{DiffusionConfig, ModelConfig, Prediction, TrainingData};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,17 @@ impl DataConfig {
             Some(MAX_FASHION_CAPTION_WORDS)
         } else {
             Some(MAX_CAPTION_WORDS)
+        }
+    }
+
+    /// Which data this is, as a run's model spec records it.
+    pub fn training_data(&self) -> TrainingData {
+        if self.folder.is_some() {
+            TrainingData::Folder
+        } else if self.fashion.is_some() {
+            TrainingData::MovingFashion
+        } else {
+            TrainingData::MovingShapes
         }
     }
 

@@ -41,6 +41,7 @@ pub(crate) fn run_spec(config: &ExperimentConfig, vocab_size: usize, latent_scal
         latent_scale,
     )
     .with_guidance(config.guidance)
+    .with_data(Some(config.data.training_data()))
 }
 
 /// What stage 2 did.

@@ -176,6 +176,20 @@ impl FashionPhrasing {
             direction_phrase,
         }
     }
+
+    /// The `k`-th designed paraphrase of the composition with index `i`
+    /// ([`FashionComposition::index`]), for evaluation: over `k = 0, 1, 2` one composition
+    /// gets three different templates, verbs and direction phrases (and nouns, where its
+    /// class has three), and over all 240 compositions every template, noun, verb and
+    /// direction phrase appears about equally often.
+    pub fn designed(i: usize, k: usize) -> Self {
+        Self {
+            template: i + 2 * k,
+            noun: k + i / 24,
+            verb: i + k,
+            direction_phrase: k + i / 4,
+        }
+    }
 }
 
 /// One of the 240 (class, colour, direction) combinations.
@@ -277,6 +291,27 @@ impl FashionComposition {
             4 => format!("{a} {noun} in {colour} {ing} {dir}"),
             _ => format!("{a} {noun} {ing} {dir} and the colour is {colour}"),
         }
+    }
+
+    /// The phrasing groups of this composition's caption in `phrasing`, for per-group
+    /// accuracies: its template, noun, verb and direction phrase, e.g.
+    /// `["template: a {noun} in {colour} {verb-ing} {direction}", "noun: handbag",
+    /// "verb: sliding", "direction: to the left"]`.
+    pub fn phrasing_groups(&self, phrasing: FashionPhrasing) -> [String; 4] {
+        let nouns = self.garment.nouns();
+        let phrases = direction_phrases(self.direction);
+        [
+            format!(
+                "template: {}",
+                FASHION_TEMPLATES[phrasing.template % FASHION_TEMPLATES.len()]
+            ),
+            format!("noun: {}", nouns[phrasing.noun % nouns.len()]),
+            format!("verb: {}", VERBS_ING[phrasing.verb % VERBS_ING.len()]),
+            format!(
+                "direction: {}",
+                phrases[phrasing.direction_phrase % phrases.len()]
+            ),
+        ]
     }
 
     /// Reads the composition a caption asks for from its class, colour and direction words
@@ -446,5 +481,39 @@ mod tests {
             None
         );
         assert_eq!(FashionComposition::parse_caption("a red bag"), None);
+        assert_eq!(fashion_vocabulary().len(), 59);
+    }
+
+    #[test]
+    fn designed_phrasings_cover_every_template_noun_verb_and_direction_phrase() {
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for c in FashionComposition::all() {
+            let groups: Vec<[String; 4]> = (0..3)
+                .map(|k| c.phrasing_groups(FashionPhrasing::designed(c.index(), k)))
+                .collect();
+            for part in [0, 2, 3] {
+                let distinct: BTreeSet<_> = groups.iter().map(|g| &g[part]).collect();
+                assert_eq!(distinct.len(), 3, "{c:?}: {groups:?}");
+            }
+            for g in groups.iter().flatten() {
+                *counts.entry(g.clone()).or_default() += 1;
+            }
+        }
+        // 6 templates, 22 nouns, 5 verbs, 12 direction phrases.
+        assert_eq!(
+            counts.keys().filter(|k| k.starts_with("template")).count(),
+            6
+        );
+        assert_eq!(counts.keys().filter(|k| k.starts_with("noun")).count(), 22);
+        assert_eq!(counts.keys().filter(|k| k.starts_with("verb")).count(), 5);
+        assert_eq!(
+            counts.keys().filter(|k| k.starts_with("direction")).count(),
+            12
+        );
+        for (group, n) in &counts {
+            if group.starts_with("template") || group.starts_with("verb") {
+                assert!((110..=154).contains(n), "{group}: {n}");
+            }
+        }
     }
 }

@@ -37,6 +37,9 @@ pub struct StageRecord {
     /// The autoencoder's reconstruction PSNR (dB) after the stage, for the stages that
     /// change it.
     pub psnr: Option<f64>,
+    /// The CPU it ran on, with its core count (absent in older run folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
 }
 
 /// The finished stages of a run, in order (`recipe.json`).
@@ -136,6 +139,7 @@ pub fn run(
                         report.psnr, report.latent_scale
                     ),
                     psnr: Some(report.psnr),
+                    machine: None,
                 }
             }
             Stage::Decoder {
@@ -183,6 +187,7 @@ pub fn run(
                         after.psnr
                     ),
                     psnr: Some(after.psnr),
+                    machine: None,
                 }
             }
             Stage::Dit => {
@@ -199,6 +204,10 @@ pub fn run(
             "stage {number}/{total} ({}): {} in {:.0} s",
             record.stage, record.result, record.seconds
         );
+        let record = StageRecord {
+            machine: Some(crate::memory::cpu_model()),
+            ..record
+        };
         state.finished.push(record);
         state.write(run_dir)?;
         if *stage != Stage::Dit {
@@ -215,6 +224,7 @@ fn dit_record(report: &DitReport) -> StageRecord {
         seconds: report.seconds + report.encode_seconds,
         result: format!("{} steps, loss {:.4}", report.steps, report.final_loss),
         psnr: None,
+        machine: None,
     }
 }
 

@@ -50,7 +50,7 @@ impl Default for ClassifierTraining {
     fn default() -> Self {
         Self {
             config: PhotoClassifierConfig::new(),
-            epochs: 8,
+            epochs: 15,
             batch_size: 128,
             learning_rate: 1e-3,
             seed: 0,

@@ -88,7 +88,7 @@ enum Command {
         #[arg(long, default_value = dit_data::idx::FASHION_MNIST_DIR)]
         data: PathBuf,
         /// Passes over the 60,000 training photographs.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 15)]
         epochs: usize,
         /// Photographs per step.
         #[arg(long, default_value_t = 128)]

@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
@@ -72,6 +72,14 @@ pub fn read_labelled(images: &Path, labels: &Path) -> Result<(IdxImages, Vec<u8>
         });
     }
     Ok((images_read, labels_read))
+}
+
+/// Where Fashion-MNIST is read from: `$FASHION_MNIST_DIR` where it is set, else
+/// [`FASHION_MNIST_DIR`].
+pub fn fashion_mnist_dir() -> PathBuf {
+    std::env::var_os("FASHION_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR))
 }
 
 /// The two splits of Fashion-MNIST.

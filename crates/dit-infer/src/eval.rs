@@ -454,31 +454,49 @@ pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) ->
         &dir.join("eval.json"),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
-    let failures: Vec<&(Clip, Verdict)> = results
+    let failures: Vec<(&Clip, [String; 3])> = results
         .iter()
         .filter(|(_, v)| !(v.colour && v.shape && v.direction))
+        .map(|(clip, v)| (clip, failure_text(v)))
         .collect();
+    let settings = format!(
+        "{} {} steps · guidance {}",
+        report.steps, report.sampler, report.guidance
+    );
+    write_failures(
+        &failures,
+        results.len(),
+        &settings,
+        &dir.join("failures.png"),
+    )
+}
+
+/// Writes the sheet of failed clips to `path` (nothing when none failed): up to
+/// [`MAX_FAILURES_SHOWN`] rows, each a clip with its three lines of text, under a header
+/// that counts them among `total` and names the sampling `settings`.
+pub(crate) fn write_failures(
+    failures: &[(&Clip, [String; 3])],
+    total: usize,
+    settings: &str,
+    path: &Path,
+) -> Result<()> {
     if failures.is_empty() {
         return Ok(());
     }
     let shown = failures.len().min(MAX_FAILURES_SHOWN);
     let mut sheet = ContactSheet::new(2).header(format!(
-        "{} of {} clips failed{} · {} {} steps · guidance {}",
+        "{} of {total} clips failed{} · {settings}",
         failures.len(),
-        results.len(),
         if shown < failures.len() {
             format!(" (the first {shown} shown)")
         } else {
             String::new()
         },
-        report.steps,
-        report.sampler,
-        report.guidance
     ));
-    for (clip, verdict) in &failures[..shown] {
-        sheet = sheet.row(clip, failure_text(verdict));
+    for (clip, text) in &failures[..shown] {
+        sheet = sheet.row(clip, text.clone());
     }
-    sheet.write(&dir.join("failures.png"))?;
+    sheet.write(path)?;
     Ok(())
 }
 

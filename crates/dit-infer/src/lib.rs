@@ -3,10 +3,13 @@
 //! - [`sampler`]: DDPM, DDIM and Euler reverse processes, respacing, classifier-free guidance;
 //! - [`pipeline`]: prompt → tokens → denoised latent → decoded frames;
 //! - [`eval`]: prompt fidelity over all Moving Shapes compositions, judged from pixels;
+//! - [`fashion_eval`]: prompt fidelity over all Moving Fashion compositions, judged by the
+//!   photograph classifier;
 //! - [`trace`]: one prompt through every step of the pipeline, as a page of pictures.
 
 pub mod allocator;
 pub mod eval;
+pub mod fashion_eval;
 pub mod pipeline;
 pub mod sampler;
 pub mod trace;
@@ -16,10 +19,23 @@ use std::path::{Path, PathBuf};
 /// The shipped checkpoint: `checkpoints/tiny` of the working folder when there is one,
 /// else that of this repository.
 pub fn default_checkpoint() -> PathBuf {
-    let local = PathBuf::from("checkpoints/tiny");
+    shipped("checkpoints/tiny")
+}
+
+/// The shipped judge of Moving Fashion: `checkpoints/fashion-classifier`, found as
+/// [`default_checkpoint`] is.
+pub fn default_classifier() -> PathBuf {
+    shipped(fashion_eval::CLASSIFIER_DIR)
+}
+
+/// `path` in the working folder when it is there, else in this repository.
+fn shipped(path: &str) -> PathBuf {
+    let local = PathBuf::from(path);
     if local.is_dir() {
         local
     } else {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny")
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path)
     }
 }

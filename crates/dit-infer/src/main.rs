@@ -13,13 +13,17 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_data::figure::write_prompt_sheet;
+use dit_data::idx::fashion_mnist_dir;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
-use dit_infer::default_checkpoint;
 use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
+use dit_infer::fashion_eval::{
+    FashionEvalOptions, evaluate_fashion, fashion_table, write_fashion_report,
+};
 use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, generate, tokenize};
 use dit_infer::sampler::SamplerKind;
 use dit_infer::trace::{TraceOptions, trace};
-use dit_model::{Backend, TrainedModel};
+use dit_infer::{default_checkpoint, default_classifier};
+use dit_model::{Backend, TrainedModel, TrainingData};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Generate a video from a text prompt with a trained text-to-video DiT.
@@ -90,8 +94,9 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate clips for all 72 Moving Shapes compositions (canonical caption and a
-    /// paraphrase each), judge them from their pixels, and report prompt fidelity.
+    /// Generate clips for every composition of the checkpoint's data set (Moving Shapes'
+    /// 72, Moving Fashion's 240; the canonical caption and three paraphrases each), judge
+    /// them from their pixels, and report prompt fidelity.
     Eval {
         /// Seeds per prompt.
         #[arg(long, default_value_t = 2)]
@@ -102,6 +107,10 @@ enum Command {
         /// Prompts denoised together.
         #[arg(long, default_value_t = 48)]
         batch: usize,
+        /// The photograph classifier that judges a Moving Fashion checkpoint's clips
+        /// (default: the shipped checkpoints/fashion-classifier).
+        #[arg(long)]
+        classifier: Option<PathBuf>,
     },
     /// Follow one prompt through every step of the pipeline, from the model's real tensors:
     /// writes OUT/index.html (self-contained), a PNG per picture and OUT/trace.json.
@@ -204,7 +213,13 @@ fn read_prompts(args: &Args) -> Result<Vec<String>> {
     }
 }
 
-fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize) -> Result<()> {
+fn run_eval(
+    args: &Args,
+    seeds: usize,
+    report_dir: Option<PathBuf>,
+    batch: usize,
+    classifier: Option<PathBuf>,
+) -> Result<()> {
     if seeds == 0 || batch == 0 {
         bail!("--seeds and --batch must be positive");
     }
@@ -221,12 +236,37 @@ fn run_eval(args: &Args, seeds: usize, report_dir: Option<PathBuf>, batch: usize
         prompt_offset: 0,
     };
     sampling.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
+    let bar = progress_bar("judged {bar:30} {pos}/{len} clips [{elapsed_precise}]");
+    match model.spec.training_data() {
+        TrainingData::MovingShapes => {}
+        TrainingData::MovingFashion => {
+            let options = FashionEvalOptions {
+                seeds,
+                sampling,
+                batch,
+                photos: fashion_mnist_dir(),
+                classifier: classifier.unwrap_or_else(default_classifier),
+            };
+            let (report, results) = evaluate_fashion(&model, &options, &device, |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done.min(total) as u64);
+            })?;
+            bar.finish_and_clear();
+            write_fashion_report(&report, &results, &report_dir)?;
+            print!("{}", fashion_table(&report));
+            println!("wrote {}", report_dir.join("eval.json").display());
+            return Ok(());
+        }
+        TrainingData::Folder => bail!(
+            "{} was trained on a folder of clips: `eval` judges the built-in data sets' compositions, which its captions need not name",
+            checkpoint.display()
+        ),
+    }
     let options = EvalOptions {
         seeds,
         sampling,
         batch,
     };
-    let bar = progress_bar("judged {bar:30} {pos}/{len} clips [{elapsed_precise}]");
     let (report, results) = evaluate(&model, &options, &device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done.min(total) as u64);
@@ -289,9 +329,16 @@ fn run(args: Args) -> Result<()> {
         seeds,
         report_dir,
         batch,
+        classifier,
     }) = &args.command
     {
-        return run_eval(&args, *seeds, report_dir.clone(), *batch);
+        return run_eval(
+            &args,
+            *seeds,
+            report_dir.clone(),
+            *batch,
+            classifier.clone(),
+        );
     }
     if args.scale == 0 || args.scale > 64 {
         bail!("--scale must be between 1 and 64, got {}", args.scale);

@@ -1,10 +1,8 @@
 //! Training clips for both stages: Moving Shapes (default), Moving Fashion or a folder of
 //! captioned clips.
 
-use std::path::PathBuf;
-
 use dit_data::fashion::{FashionComposition, Garment, fashion_vocabulary};
-use dit_data::idx::FASHION_MNIST_DIR;
+use dit_data::idx::fashion_mnist_dir;
 use dit_data::moving_fashion::MovingFashion;
 use dit_data::shapes::{Colour, Direction};
 use dit_data::video::FrameSampling;
@@ -34,14 +32,6 @@ pub enum ClipSource {
     },
     /// A user folder; every clip trains, the first ones also serve evaluation.
     Folder(ClipFolder),
-}
-
-/// Where Fashion-MNIST is read from: `$FASHION_MNIST_DIR`, else where Debian's
-/// `dataset-fashion-mnist` package installs it.
-pub fn fashion_mnist_dir() -> PathBuf {
-    std::env::var_os("FASHION_MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR))
 }
 
 impl ClipSource {

@@ -23,7 +23,7 @@ use dit_model::run::{load_classifier, write_atomic};
 use serde::Serialize;
 
 use crate::eval::write_failures;
-use crate::pipeline::{GenerateOptions, generate};
+use crate::pipeline::{GenerateOptions, TextToVideo, generate};
 
 /// Where the shipped judge of Moving Fashion is, from the repository's root.
 pub const CLASSIFIER_DIR: &str = "checkpoints/fashion-classifier";
@@ -351,7 +351,15 @@ pub fn evaluate_fashion(
         }
     }
     let start = std::time::Instant::now();
-    let results = generate_and_judge(model, &classifier, &jobs, options, device, &mut progress)?;
+    let results = generate_and_judge(
+        model.into(),
+        &classifier,
+        &jobs,
+        &options.sampling,
+        options.batch,
+        device,
+        &mut progress,
+    )?;
     let sampling_seconds = start.elapsed().as_secs_f64();
     let verdicts: Vec<FashionVerdict> = results.iter().map(|r| r.1.clone()).collect();
     let mut confusion = vec![vec![0usize; Garment::ALL.len() + 1]; Garment::ALL.len()];
@@ -388,18 +396,54 @@ pub fn evaluate_fashion(
     Ok((report, results))
 }
 
-/// Generates the clip of each job, `options.batch` prompts at a time (one batch per seed,
-/// so each clip's noise follows from its own seed), and judges it.
+/// A quick measure of prompt fidelity, for curves during training: every composition
+/// once, composition `i` in phrasing `i mod 4` of [`fashion_phrasings`], one seed
+/// (`sampling.seed`). Returns the scores on the training and the held-out compositions.
+pub fn quick_fashion_scores(
+    model: TextToVideo,
+    classifier: &PhotoClassifier,
+    sampling: &GenerateOptions,
+    device: &Device,
+) -> Result<(FashionScores, FashionScores)> {
+    let jobs: Vec<_> = FashionComposition::all()
+        .into_iter()
+        .map(|c| {
+            (
+                c,
+                fashion_phrasings(c.index())[c.index() % 4],
+                sampling.seed,
+            )
+        })
+        .collect();
+    let results = generate_and_judge(
+        model,
+        classifier,
+        &jobs,
+        sampling,
+        24,
+        device,
+        &mut |_, _| {},
+    )?;
+    let verdicts = results.iter().map(|r| &r.1);
+    Ok((
+        FashionScores::of(verdicts.clone().filter(|v| !v.held_out)),
+        FashionScores::of(verdicts.filter(|v| v.held_out)),
+    ))
+}
+
+/// Generates the clip of each job, `batch` prompts at a time (one batch per seed, so each
+/// clip's noise follows from its own seed), and judges it.
 fn generate_and_judge(
-    model: &TrainedModel,
+    model: TextToVideo,
     classifier: &PhotoClassifier,
     jobs: &[(FashionComposition, FashionPhrasing, u64)],
-    options: &FashionEvalOptions,
+    sampling: &GenerateOptions,
+    batch: usize,
     device: &Device,
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<Vec<(Clip, FashionVerdict)>> {
     let mut results = Vec::with_capacity(jobs.len());
-    for (done, chunk) in jobs.chunks(options.batch.max(1)).enumerate() {
+    for (done, chunk) in jobs.chunks(batch.max(1)).enumerate() {
         let mut by_seed: std::collections::BTreeMap<u64, Vec<_>> = Default::default();
         for job in chunk {
             by_seed.entry(job.2).or_default().push(job);
@@ -408,9 +452,9 @@ fn generate_and_judge(
             let prompts: Vec<String> = group.iter().map(|(c, p, _)| c.caption(*p)).collect();
             let sampling = GenerateOptions {
                 seed,
-                ..options.sampling.clone()
+                ..sampling.clone()
             };
-            let clips = generate(model.into(), &prompts, &sampling, device, |_| {})?;
+            let clips = generate(model, &prompts, &sampling, device, |_| {})?;
             let judged = judge_fashion_clips(&clips, classifier, device);
             for (((clip, (composition, phrasing, _)), prompt), j) in
                 clips.into_iter().zip(group).zip(prompts).zip(judged)
@@ -432,10 +476,7 @@ fn generate_and_judge(
                 results.push((clip, verdict));
             }
         }
-        progress(
-            ((done + 1) * options.batch.max(1)).min(jobs.len()),
-            jobs.len(),
-        );
+        progress(((done + 1) * batch.max(1)).min(jobs.len()), jobs.len());
     }
     Ok(results)
 }

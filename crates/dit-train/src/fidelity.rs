@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use dit_data::figure::{LineChart, YScale};
+use dit_infer::default_classifier;
 use dit_infer::eval::{EvalOptions, Scores, quick_scores};
+use dit_infer::fashion_eval::{FashionScores, quick_fashion_scores};
 use dit_infer::pipeline::{GenerateOptions, TextToVideo};
 use dit_infer::sampler::SamplerKind;
-use dit_model::run::{FIDELITY_CHART, FIDELITY_FILE};
+use dit_model::TrainingData;
+use dit_model::run::{CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier};
 
 use crate::config::ExperimentConfig;
 
@@ -20,7 +23,47 @@ use crate::config::ExperimentConfig;
 const CHART_SIZE: (usize, usize) = (800, 440);
 
 const HEADER: &str =
-    "seconds,stage,stage_name,step,train_joint,held_out_joint,colour,shape,direction";
+    "seconds,stage,stage_name,step,train_joint,held_out_joint,colour,object,direction";
+
+/// Accuracies on one split of either built-in data set; the object is the shape (Moving
+/// Shapes) or the class (Moving Fashion).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SplitScores {
+    /// Clips judged.
+    pub clips: usize,
+    /// Fraction with colour, object and direction right.
+    pub joint: f64,
+    /// Fraction of the right colour.
+    pub colour: f64,
+    /// Fraction of the right shape or class.
+    pub object: f64,
+    /// Fraction of the right direction.
+    pub direction: f64,
+}
+
+impl From<Scores> for SplitScores {
+    fn from(s: Scores) -> Self {
+        Self {
+            clips: s.clips,
+            joint: s.joint,
+            colour: s.colour,
+            object: s.shape,
+            direction: s.direction,
+        }
+    }
+}
+
+impl From<FashionScores> for SplitScores {
+    fn from(s: FashionScores) -> Self {
+        Self {
+            clips: s.clips,
+            joint: s.joint,
+            colour: s.colour,
+            object: s.garment,
+            direction: s.direction,
+        }
+    }
+}
 
 /// One measurement: where in the run it was taken, and the scores.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,14 +76,14 @@ pub struct FidelityPoint {
     pub stage_name: String,
     /// Steps of that stage done.
     pub step: usize,
-    /// Joint accuracy (colour, shape and direction right) on the training compositions.
+    /// Joint accuracy (colour, object and direction right) on the training compositions.
     pub train_joint: f64,
     /// Joint accuracy on the held-out compositions.
     pub held_out_joint: f64,
     /// Colour accuracy over all compositions.
     pub colour: f64,
-    /// Shape accuracy over all compositions.
-    pub shape: f64,
+    /// Shape (Moving Shapes) or class (Moving Fashion) accuracy over all compositions.
+    pub object: f64,
     /// Direction accuracy over all compositions.
     pub direction: f64,
 }
@@ -52,10 +95,10 @@ impl FidelityPoint {
         stage: usize,
         stage_name: &str,
         step: usize,
-        (train, held_out): (Scores, Scores),
+        (train, held_out): (SplitScores, SplitScores),
     ) -> Self {
         let n = (train.clips + held_out.clips).max(1) as f64;
-        let all = |f: fn(&Scores) -> f64| {
+        let all = |f: fn(&SplitScores) -> f64| {
             (f(&train) * train.clips as f64 + f(&held_out) * held_out.clips as f64) / n
         };
         Self {
@@ -66,7 +109,7 @@ impl FidelityPoint {
             train_joint: train.joint,
             held_out_joint: held_out.joint,
             colour: all(|s| s.colour),
-            shape: all(|s| s.shape),
+            object: all(|s| s.object),
             direction: all(|s| s.direction),
         }
     }
@@ -89,7 +132,7 @@ impl FidelityPoint {
             self.train_joint,
             self.held_out_joint,
             self.colour,
-            self.shape,
+            self.object,
             self.direction
         )
     }
@@ -104,7 +147,7 @@ impl FidelityPoint {
             train,
             held,
             colour,
-            shape,
+            object,
             direction,
         ] = f[..]
         else {
@@ -118,40 +161,52 @@ impl FidelityPoint {
             train_joint: train.parse().ok()?,
             held_out_joint: held.parse().ok()?,
             colour: colour.parse().ok()?,
-            shape: shape.parse().ok()?,
+            object: object.parse().ok()?,
             direction: direction.parse().ok()?,
         })
     }
 }
 
-/// Whether a run measures its fidelity: its data must be Moving Shapes, whose
+/// Whether a run measures its fidelity: its data must be a built-in data set, whose
 /// compositions and captions the measurement asks for (a folder of clips has its own
-/// vocabulary and subjects; Moving Fashion is judged by `dit-infer eval`).
+/// vocabulary and subjects); Moving Fashion also needs its judge, the shipped classifier.
 pub fn measures_fidelity(config: &ExperimentConfig) -> bool {
-    config.data.folder.is_none() && config.data.fashion.is_none()
+    match config.data.training_data() {
+        TrainingData::MovingShapes => true,
+        TrainingData::MovingFashion => default_classifier().join(CLASSIFIER_FILE).is_file(),
+        TrainingData::Folder => false,
+    }
 }
 
-/// Judges `model` on every composition once ([`quick_scores`]) with `steps` steps of its
-/// default sampler (DDIM, or Euler for a flow), the run's guidance and seed.
+/// Judges `model` on every composition once ([`quick_scores`], [`quick_fashion_scores`])
+/// with `steps` steps of its default sampler (DDIM, or Euler for a flow), the run's
+/// guidance and seed.
 pub fn measure(
     model: TextToVideo,
     steps: usize,
     guidance: f64,
     seed: u64,
     device: &Device,
-) -> Result<(Scores, Scores)> {
+) -> Result<(SplitScores, SplitScores)> {
+    let sampling = GenerateOptions {
+        steps,
+        sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
+        guidance,
+        seed,
+        prompt_offset: 0,
+    };
+    if model.spec.training_data() == TrainingData::MovingFashion {
+        let (classifier, _) = load_classifier(&default_classifier(), device)?;
+        let (train, held_out) = quick_fashion_scores(model, &classifier, &sampling, device)?;
+        return Ok((train.into(), held_out.into()));
+    }
     let options = EvalOptions {
         seeds: 1,
-        sampling: GenerateOptions {
-            steps,
-            sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
-            guidance,
-            seed,
-            prompt_offset: 0,
-        },
+        sampling,
         batch: 24,
     };
-    quick_scores(model, &options, device)
+    let (train, held_out) = quick_scores(model, &options, device)?;
+    Ok((train.into(), held_out.into()))
 }
 
 /// `fidelity.csv` of a run folder, kept consistent with the checkpoints.
@@ -212,7 +267,7 @@ pub fn chart(points: &[FidelityPoint]) -> LineChart {
     let end = points.iter().fold(1.0f64, |m, p| m.max(p.seconds / 60.0));
     let bar = dit_infer::eval::BAR.train_joint;
     LineChart::new(
-        "Prompt fidelity during training (EMA model, 72 compositions, one clip each)",
+        "Prompt fidelity during training (EMA model, every composition, one clip each)",
         "minutes of training, all stages",
         "fraction of clips judged right",
     )
@@ -251,7 +306,7 @@ mod tests {
             train_joint: joint,
             held_out_joint: joint / 2.0,
             colour: 1.0,
-            shape: joint,
+            object: joint,
             direction: 0.5,
         }
     }
@@ -267,7 +322,13 @@ mod tests {
             area_variation: 0.0,
         };
         // 66 training clips all right, 6 held-out clips all wrong: 66/72 overall.
-        let p = FidelityPoint::new(12.0, 3, "dit", 500, (scores(66, 1.0), scores(6, 0.0)));
+        let p = FidelityPoint::new(
+            12.0,
+            3,
+            "dit",
+            500,
+            (scores(66, 1.0).into(), scores(6, 0.0).into()),
+        );
         assert_eq!((p.train_joint, p.held_out_joint), (1.0, 0.0));
         assert!((p.colour - 66.0 / 72.0).abs() < 1e-12);
         assert_eq!(

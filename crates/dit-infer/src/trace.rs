@@ -16,15 +16,18 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
+use dit_data::fashion::FashionComposition;
 use dit_data::figure::{Align, Image, LineChart, TextStyle, YScale, draw_text, text_width};
+use dit_data::idx::fashion_mnist_dir;
+use dit_data::moving_fashion::{MovingFashion, MovingFashionConfig};
 use dit_data::video::{read_clip, write_gif};
 use dit_data::{
-    CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data,
+    CaptionMode, Clip, Composition, MovingShapes, MovingShapesConfig, Split, clip_to_tensor_data,
     judge_clip,
 };
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
-use dit_model::{Prediction, TrainedModel, flow};
+use dit_model::{Prediction, RunSpec, TrainedModel, TrainingData, flow};
 use serde_json::{Value, json};
 
 use crate::pipeline::{GenerateOptions, decode_latent, generate, tokenize};
@@ -261,6 +264,42 @@ fn latent_grid(latent: &[f32], [c, f, h, w]: [usize; 4], scale: usize) -> Result
 
 /// Writes the trace of `options.prompt` through `model` into the folder `out` (replaced
 /// whole when the trace is complete; a failed trace leaves `out` as it was). Returns the
+
+/// A training clip of the composition `prompt` names, from the data set the model was
+/// trained on, and where it came from in words.
+fn training_clip(spec: &RunSpec, prompt: &str, seed: u64) -> Result<(Clip, String)> {
+    let missing = |data: &str| {
+        anyhow::anyhow!(
+            "the prompt names no {data} colour, object and direction: give the clip to trace with --video"
+        )
+    };
+    if spec.training_data() == TrainingData::MovingFashion {
+        let composition =
+            FashionComposition::parse_caption(prompt).ok_or_else(|| missing("Moving Fashion"))?;
+        let config = MovingFashionConfig::new()
+            .with_frames(spec.frames)
+            .with_size(spec.size);
+        let train = MovingFashion::open(&fashion_mnist_dir(), config, seed, Split::Train)?;
+        let item = train.clip_for(composition, 0, CaptionMode::Canonical);
+        let source = format!(
+            "a Moving Fashion training clip of {} (training photograph {}, seed {seed})",
+            composition.canonical_caption(),
+            item.photo
+        );
+        return Ok((item.item.clip, source));
+    }
+    let composition = Composition::parse_caption(prompt).ok_or_else(|| missing("Moving Shapes"))?;
+    let shapes = MovingShapesConfig::new()
+        .with_frames(spec.frames)
+        .with_size(spec.size);
+    let item = MovingShapes::clip_for(&shapes, composition, seed, 0, CaptionMode::Canonical);
+    let source = format!(
+        "a Moving Shapes training clip of {} (seed {seed})",
+        composition.canonical_caption()
+    );
+    Ok((item.clip, source))
+}
+
 /// numbers written to `trace.json`.
 pub fn trace(
     model: &TrainedModel,
@@ -305,32 +344,7 @@ pub fn trace(
             read_clip(path, spec.frames, spec.size)?,
             format!("the clip {}", path.display()),
         ),
-        None => {
-            let Some(composition) = Composition::parse_caption(&options.prompt) else {
-                bail!(
-                    "the prompt names no Moving Shapes colour, shape and direction: give the clip \
-                     to trace with --video"
-                );
-            };
-            let shapes = MovingShapesConfig::new()
-                .with_frames(spec.frames)
-                .with_size(spec.size);
-            let item = MovingShapes::clip_for(
-                &shapes,
-                composition,
-                options.sampling.seed,
-                0,
-                CaptionMode::Canonical,
-            );
-            (
-                item.clip,
-                format!(
-                    "a Moving Shapes training clip of {} (seed {})",
-                    composition.canonical_caption(),
-                    options.sampling.seed
-                ),
-            )
-        }
+        None => training_clip(spec, &options.prompt, options.sampling.seed)?,
     };
 
     let partial = out.with_extension("partial");

@@ -27,9 +27,11 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dit_data::Composition;
+use dit_data::fashion::FashionComposition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
 use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompt};
 use dit_infer::sampler::SamplerKind;
+use dit_model::TrainingData;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -287,10 +289,21 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
     let info = &studio.info;
     let mut words: Vec<&str> = info.tokenizer.words().iter().map(String::as_str).collect();
     words.sort_unstable();
-    let examples: Vec<String> = Composition::training()
-        .iter()
-        .step_by(7)
-        .map(Composition::canonical_caption)
+    // Canonical captions of the training compositions of the data the model learned.
+    let captions: Vec<String> = match info.spec.training_data() {
+        TrainingData::MovingFashion => FashionComposition::training()
+            .iter()
+            .step_by(23)
+            .map(FashionComposition::canonical_caption)
+            .collect(),
+        _ => Composition::training()
+            .iter()
+            .step_by(7)
+            .map(Composition::canonical_caption)
+            .collect(),
+    };
+    let examples: Vec<String> = captions
+        .into_iter()
         .filter(|c| info.tokenizer.encode(c, usize::MAX).is_ok())
         .collect();
     let prediction = info.spec.diffusion.prediction;

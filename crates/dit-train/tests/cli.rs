@@ -226,9 +226,26 @@ fn the_recipe_runs_every_stage_and_a_killed_run_resumes_bit_identically() {
     );
     assert!(straight.join("fidelity.png").is_file());
 
-    // SIGKILL inside each stage: as soon as its first checkpoint is written, and at
-    // pseudo-random moments; resumed each time.
     let killed = dir.join("killed");
+    let kills = kill_and_resume(&config, &killed);
+    assert!(kills >= 4, "only {kills} runs were killed before finishing");
+    assert_same(
+        &run_contents(&killed),
+        &expected,
+        "the killed run ended elsewhere",
+    );
+}
+
+/// Runs the four-stage recipe `config` into `killed`, killing it (SIGKILL) inside each
+/// stage, as soon as its first checkpoint is written, and then at pseudo-random moments,
+/// and resuming it each time until it finishes; returns how many runs were killed.
+fn kill_and_resume(config: &Path, killed: &Path) -> usize {
+    let fresh = vec![
+        "--config".to_string(),
+        config.to_str().unwrap().to_string(),
+        "--out".to_string(),
+        killed.to_str().unwrap().to_string(),
+    ];
     let resume = vec!["--resume".to_string(), killed.to_str().unwrap().to_string()];
     let mut kills = 0;
     let mut start = |args: &[String], kill_when: &dyn Fn() -> bool, timeout_ms: u64| {
@@ -254,7 +271,7 @@ fn the_recipe_runs_every_stage_and_a_killed_run_resumes_bit_identically() {
         let path = killed.join(path);
         move || path.exists()
     };
-    start(&fresh(&killed), &exists("train/stage-1/latest"), 60_000);
+    start(&fresh, &exists("train/stage-1/latest"), 60_000);
     start(&resume, &exists("train/stage-2/latest"), 60_000);
     start(&resume, &exists("train/latest"), 60_000);
     start(&resume, &exists("train/stage-4/latest"), 60_000);
@@ -263,11 +280,61 @@ fn the_recipe_runs_every_stage_and_a_killed_run_resumes_bit_identically() {
     }
     let o = dit_train(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    kills
+}
+
+/// The four-stage micro recipe on Moving Fashion (4 frames of a 32×32 canvas, the
+/// photographs barely moving): it trains, measures its fidelity with the shipped
+/// classifier, and a run killed inside every stage ends bit-identical to one never stopped.
+/// Skipped without Fashion-MNIST, unless `DIT_REQUIRE_FASHION_MNIST` is set.
+#[test]
+fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
+    if !Path::new(dit_data::idx::FASHION_MNIST_DIR).is_dir()
+        && std::env::var_os("DIT_REQUIRE_FASHION_MNIST").is_none()
+    {
+        eprintln!("skipped: no Fashion-MNIST (apt-get install dataset-fashion-mnist)");
+        return;
+    }
+    let dir_guard = temp_dir("fashion");
+    let dir = dir_guard.path().to_path_buf();
+    let text = std::fs::read_to_string(recipe_micro(&dir)).unwrap();
+    let (data, rest) = (
+        text.find("[data.shapes]").unwrap(),
+        text.find("[model.autoencoder]").unwrap(),
+    );
+    let text = format!(
+        "{}[data.fashion]\nframes = 4\nsize = 32\nmin_speed = 1.0\nmax_speed = 1.0\nparaphrase_probability = 0.5\n\n{}",
+        &text[..data],
+        &text[rest..]
+    )
+    .replacen("max_words = 12\n", "max_words = 14\n", 1);
+    let config = dir.join("fashion.toml");
+    std::fs::write(&config, text).unwrap();
+    let straight = dir.join("straight");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        straight.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = dit_model::run::read_spec(&straight).unwrap();
+    assert_eq!(spec.training_data(), dit_model::TrainingData::MovingFashion);
+    let vocab = std::fs::read_to_string(straight.join("vocab.json")).unwrap();
+    assert!(
+        vocab.contains("\"sneaker\"") && !vocab.contains("\"circle\""),
+        "{vocab}"
+    );
+    // Fidelity, judged by the classifier, at DiT steps 20, 40 and 60 and after the last stage.
+    let fidelity = std::fs::read_to_string(straight.join("fidelity.csv")).unwrap();
+    assert_eq!(fidelity.lines().count(), 5, "{fidelity}");
+    let killed = dir.join("killed");
+    let kills = kill_and_resume(&config, &killed);
     assert!(kills >= 4, "only {kills} runs were killed before finishing");
     assert_same(
         &run_contents(&killed),
-        &expected,
-        "the killed run ended elsewhere",
+        &run_contents(&straight),
+        "the killed Moving Fashion run ended elsewhere",
     );
 }
 

@@ -262,9 +262,6 @@ fn latent_grid(latent: &[f32], [c, f, h, w]: [usize; 4], scale: usize) -> Result
 // The trace
 // ------------------------------------------------------------------------------------------
 
-/// Writes the trace of `options.prompt` through `model` into the folder `out` (replaced
-/// whole when the trace is complete; a failed trace leaves `out` as it was). Returns the
-
 /// A training clip of the composition `prompt` names, from the data set the model was
 /// trained on, and where it came from in words.
 fn training_clip(spec: &RunSpec, prompt: &str, seed: u64) -> Result<(Clip, String)> {
@@ -300,6 +297,8 @@ fn training_clip(spec: &RunSpec, prompt: &str, seed: u64) -> Result<(Clip, Strin
     Ok((item.clip, source))
 }
 
+/// Writes the trace of `options.prompt` through `model` into the folder `out` (replaced
+/// whole when the trace is complete; a failed trace leaves `out` as it was). Returns the
 /// numbers written to `trace.json`.
 pub fn trace(
     model: &TrainedModel,

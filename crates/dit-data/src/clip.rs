@@ -55,11 +55,50 @@ impl Clip {
         let len = self.height * self.width * 3;
         &self.pixels[f * len..(f + 1) * len]
     }
+
+    /// The `height × width` window of every frame whose top-left pixel is `(top, left)`;
+    /// `None` when it does not lie inside the frame.
+    pub fn window(&self, top: usize, left: usize, height: usize, width: usize) -> Option<Clip> {
+        if top.checked_add(height)? > self.height || left.checked_add(width)? > self.width {
+            return None;
+        }
+        let mut pixels = Vec::with_capacity(self.frames * height * width * 3);
+        for f in 0..self.frames {
+            for y in top..top + height {
+                let row = self.offset(f, y, left);
+                pixels.extend_from_slice(&self.pixels[row..row + width * 3]);
+            }
+        }
+        Some(Clip {
+            frames: self.frames,
+            height,
+            width,
+            pixels,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_holds_the_pixels_it_covers() {
+        let mut clip = Clip::black(2, 5, 6);
+        for (f, y, x) in [(0, 1, 2), (1, 3, 4), (1, 1, 2), (0, 4, 5)] {
+            clip.set_pixel(f, y, x, [f as u8 + 1, y as u8, x as u8]);
+        }
+        let w = clip.window(1, 2, 3, 3).unwrap();
+        assert_eq!((w.frames, w.height, w.width), (2, 3, 3));
+        assert_eq!(w.pixel(0, 0, 0), [1, 1, 2]);
+        assert_eq!(w.pixel(1, 2, 2), [2, 3, 4]);
+        assert_eq!(w.pixel(1, 0, 0), [2, 1, 2]);
+        assert_eq!(w.pixels.iter().filter(|&&v| v > 0).count(), 8);
+        assert!(clip.window(3, 0, 3, 6).is_none());
+        assert!(clip.window(0, 1, 5, 6).is_none());
+        assert!(clip.window(usize::MAX, 0, 1, 1).is_none());
+        assert_eq!(clip.window(0, 0, 5, 6).unwrap(), clip);
+    }
 
     #[test]
     fn clip_layout_is_frame_row_col_rgb() {

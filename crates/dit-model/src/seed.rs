@@ -36,6 +36,9 @@ pub enum Stream {
     /// The start step and noise of the DiT-denoised latents a decoder stage learns from;
     /// index: the batch of clips.
     DecoderDenoising,
+    /// Where stage 1's window lies in a training frame (`autoencoder_training.crop`);
+    /// index: the clip.
+    AutoencoderCrop,
     /// The photograph classifier's training: each epoch's order (index: the epoch) and each
     /// step's shifts and dropout (index: `1 << 32` + the step).
     Classifier,
@@ -58,6 +61,7 @@ impl Stream {
             Stream::TraceNoise => 9,
             Stream::DecoderDenoising => 10,
             Stream::Classifier => 11,
+            Stream::AutoencoderCrop => 12,
             Stream::CompositionClips(composition) => 1000 + composition as u64,
         }
     }
@@ -109,6 +113,7 @@ mod tests {
             Stream::TraceNoise,
             Stream::DecoderDenoising,
             Stream::Classifier,
+            Stream::AutoencoderCrop,
         ];
         let mut seeds: Vec<u64> = streams
             .iter()

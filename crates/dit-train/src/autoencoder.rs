@@ -281,6 +281,7 @@ fn fit(
     train_device: &Device,
 ) -> Result<(VideoAutoencoder, f64)> {
     let settings = &config.autoencoder_training;
+    let factor = config.model.autoencoder.factor();
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
     let mut optim = AdamConfig::new().init();
     let mut state = TrainState {
@@ -346,6 +347,9 @@ fn fit(
                             pixels: item.clip.frame(frame).to_vec(),
                             ..item.clip
                         };
+                        if let Some(side) = settings.crop {
+                            item.clip = crop_window(&item.clip, side, factor, config.seed, index);
+                        }
                         item
                     })
                     .collect();
@@ -409,6 +413,20 @@ fn fit(
     progress.finish();
     schedule.log.write(run_dir)?;
     Ok((ae.valid(), seconds_before + progress.elapsed()))
+}
+
+/// The `side × side` window of `clip` that training clip `index` shows stage 1, at a
+/// random offset that is a multiple of `factor` (so the window's latent grid is the
+/// frame's).
+fn crop_window(clip: &Clip, side: usize, factor: usize, seed: u64, index: usize) -> Clip {
+    let mut rng = rng_for(seed, Stream::AutoencoderCrop, index as u64);
+    let mut offset = |extent: usize| {
+        let positions = (extent - side) / factor + 1;
+        rng.random_range(0..positions as u32) as usize * factor
+    };
+    let (top, left) = (offset(clip.height), offset(clip.width));
+    clip.window(top, left, side, side)
+        .expect("validation keeps the window inside the frame")
 }
 
 /// Loads the frozen autoencoder and its report from a run folder.

@@ -93,7 +93,7 @@ mod tests {
         assert_eq!(w.pixel(0, 0, 0), [1, 1, 2]);
         assert_eq!(w.pixel(1, 2, 2), [2, 3, 4]);
         assert_eq!(w.pixel(1, 0, 0), [2, 1, 2]);
-        assert_eq!(w.pixels.iter().filter(|&&v| v > 0).count(), 8);
+        assert_eq!(w.pixels.iter().filter(|&&v| v > 0).count(), 9);
         assert!(clip.window(3, 0, 3, 6).is_none());
         assert!(clip.window(0, 1, 5, 6).is_none());
         assert!(clip.window(usize::MAX, 0, 1, 1).is_none());

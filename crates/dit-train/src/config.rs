@@ -13,6 +13,7 @@ use dit_model::validate::{ConfigError, require_in_range, require_positive};
 use dit_model::{DiffusionConfig, ModelConfig, Prediction, TrainingData};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_path_to_error::Segment;
 
 /// Where the training clips come from.
 #[derive(Config, Debug)]
@@ -458,28 +459,43 @@ fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
 
 /// Reads `T` from a TOML table. Every field must be given (a config file is the
 /// complete record of a run) and unknown keys, such as typos, are rejected; an
-/// error names the dotted path of its key.
+/// error names the dotted path of its key, as `serde_path_to_error` tracks it.
 fn from_table<T: DeserializeOwned>(table: toml::Table) -> Result<T, ConfigError> {
     let mut unknown = None;
-    let parsed = serde_ignored::deserialize(toml::Value::Table(table), |path| {
+    let mut note_unknown = |path: serde_ignored::Path| {
         unknown.get_or_insert_with(|| path.to_string());
-    })
-    .map_err(|e: toml::de::Error| {
-        // The error reads "<what>\nin `a.b.c`" when the key is not at the top level.
-        let text = e.to_string();
-        let mut lines = text.lines();
-        let message = lines.next().unwrap_or_default().to_string();
-        let within = lines
-            .next()
-            .and_then(|l| l.strip_prefix("in `"))
-            .and_then(|l| l.strip_suffix('`'));
+    };
+    let ignored = serde_ignored::Deserializer::new(toml::Value::Table(table), &mut note_unknown);
+    let parsed: Result<T, serde_path_to_error::Error<toml::de::Error>> =
+        serde_path_to_error::deserialize(ignored);
+    let parsed = parsed.map_err(|e| {
+        // The key's path as the config's own messages write it: `stages[3].steps` counts
+        // `[[stages]]` entries from 1.
+        let mut path = String::new();
+        for segment in e.path() {
+            match segment {
+                Segment::Seq { index } => path += &format!("[{}]", index + 1),
+                Segment::Map { key } | Segment::Enum { variant: key } => {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path += key;
+                }
+                Segment::Unknown => {}
+            }
+        }
+        let path = (!path.is_empty()).then_some(path);
+        // The deserializer's own message, without any location it appends.
+        let text = e.into_inner().to_string();
+        let message = text.lines().next().unwrap_or_default().to_string();
+        // A missing field is reported at its parent: serde names it as "missing field `x`".
         let missing = message
             .strip_prefix("missing field `")
             .and_then(|rest| rest.split('`').next());
-        let field = match (within, missing) {
+        let field = match (path, missing) {
             (Some(path), Some(name)) => format!("{path}.{name}"),
             (None, Some(name)) => name.to_string(),
-            (Some(path), None) => path.to_string(),
+            (Some(path), None) => path,
             (None, None) => "(file)".to_string(),
         };
         ConfigError::new(field, format!("cannot be read: {message}"))
@@ -630,11 +646,11 @@ mod tests {
             ),
             ("steps = 10\n", "steps = 0\n", "stages[2].steps"),
             ("stage = \"dit\"", "stage = \"autoencoder\"", "stages[3]"),
-            ("stage = \"dit\"", "stage = \"dti\"", "stages.stage"),
+            ("stage = \"dit\"", "stage = \"dti\"", "stages[3].stage"),
             (
                 "latent_noise = 0.3",
                 "latent_noise = 0.3\nlatent_nosie = 1",
-                "stages",
+                "stages[2]",
             ),
         ];
         for (from, to, field) in cases {

@@ -1,5 +1,7 @@
 //! `dit-bench`: training-step and sampling throughput of the DiT of a config,
-//! on every compiled backend. Prints one JSON line per measurement.
+//! on every compiled backend. Prints one JSON line per measurement, the first the backend's
+//! own 1024³ single-precision matrix product (`sgemm_1024`), against which every later
+//! figure gives its fraction (`of_sgemm_peak`): the distance to what the machine can do.
 //!
 //! GFLOP/s use the analytic count of [`forward_flops`]: 2 FLOPs per
 //! multiply-add of every matrix product (linear layers, attention scores and
@@ -66,6 +68,14 @@ pub fn forward_flops(c: &DitConfig, batch: usize, words: usize) -> f64 {
     2.0 * batch as f64 * (blocks + ends + text)
 }
 
+/// The words of the config's built-in data set (Moving Fashion's, else Moving Shapes').
+fn builtin_vocabulary(config: &ExperimentConfig) -> Vec<&'static str> {
+    match config.data.fashion {
+        Some(_) => dit_data::fashion::fashion_vocabulary(),
+        None => dit_data::vocabulary(),
+    }
+}
+
 /// CPU time (user + system, all threads) this process has used, in seconds,
 /// from `/proc/self/stat`; `None` where that file does not exist.
 fn process_cpu_seconds() -> Option<f64> {
@@ -114,8 +124,37 @@ impl Timing {
     }
 }
 
-fn line(config: &str, backend: Backend, what: &str, batch: usize, timing: &Timing, flops: f64) {
+/// Side of the square single-precision matrix product that measures a backend's peak.
+const PEAK_SIDE: usize = 1024;
+
+/// GFLOP/s of the backend's own `PEAK_SIDE`³ f32 matrix product (the median of `repeats`
+/// after two warm-up products): the peak the model's figures are read against.
+fn sgemm_peak(device: &Device, repeats: usize) -> Result<Timing> {
+    let a = Tensor::<2>::random([PEAK_SIDE, PEAK_SIDE], Distribution::Default, device);
+    let b = Tensor::<2>::random([PEAK_SIDE, PEAK_SIDE], Distribution::Default, device);
+    let mut timing = Timing::default();
+    for i in 0..repeats + 2 {
+        timing.measure(i >= 2, || {
+            let _ = a.clone().matmul(b.clone()).into_data(); // wait for the product
+            Ok(())
+        })?;
+    }
+    Ok(timing)
+}
+
+/// Prints one measurement as a JSON line: time, throughput, GFLOP/s and, where the
+/// backend's sgemm peak is known, the fraction of it.
+fn line(
+    config: &str,
+    backend: Backend,
+    what: &str,
+    batch: usize,
+    timing: &Timing,
+    flops: f64,
+    peak_gflops: Option<f64>,
+) -> f64 {
     let median_s = timing.median();
+    let gflops = flops / median_s / 1e9;
     let record = serde_json::json!({
         "config": config,
         "backend": backend.name(),
@@ -123,10 +162,12 @@ fn line(config: &str, backend: Backend, what: &str, batch: usize, timing: &Timin
         "batch": batch,
         "median_s": median_s,
         "samples_per_s": batch as f64 / median_s,
-        "gflops": flops / median_s / 1e9,
+        "gflops": gflops,
+        "of_sgemm_peak": peak_gflops.map(|p| gflops / p),
         "cores_busy": timing.cores_busy(),
     });
     println!("{record}");
+    gflops
 }
 
 fn bench_train(
@@ -197,11 +238,7 @@ fn bench_sample(
     batch: usize,
     repeats: usize,
 ) -> Result<Timing> {
-    let vocabulary = match config.data.fashion {
-        Some(_) => dit_data::fashion::fashion_vocabulary(),
-        None => dit_data::vocabulary(),
-    };
-    let tokenizer = Tokenizer::new(&vocabulary);
+    let tokenizer = Tokenizer::new(&builtin_vocabulary(config));
     let mut model_config = config.model.clone();
     model_config.dit = dit_config.clone();
     let spec = RunSpec::new(
@@ -249,7 +286,7 @@ fn main() -> Result<()> {
         .unwrap_or("config")
         .to_string();
     let mut dit_config = config.model.dit.clone();
-    dit_config.text.vocab_size = Tokenizer::new(&dit_data::vocabulary()).num_ids();
+    dit_config.text.vocab_size = Tokenizer::new(&builtin_vocabulary(&config)).num_ids();
     let backends = if args.backend.is_empty() {
         Backend::compiled()
     } else {
@@ -260,6 +297,9 @@ fn main() -> Result<()> {
     for backend in backends {
         let device = backend.device().map_err(anyhow::Error::msg)?;
         device.seed(0);
+        let peak_flops = 2.0 * (PEAK_SIDE as f64).powi(3);
+        let timing = sgemm_peak(&device, args.repeats)?;
+        let peak = line(&name, backend, "sgemm_1024", 1, &timing, peak_flops, None);
         if !args.sampling_only {
             let s = bench_train(&config, &dit_config, &device, batch, args.repeats)?;
             line(
@@ -269,6 +309,7 @@ fn main() -> Result<()> {
                 batch,
                 &s,
                 3.0 * forward_flops(&dit_config, batch, words),
+                Some(peak),
             );
         }
         for clips in [1, 16] {
@@ -281,6 +322,7 @@ fn main() -> Result<()> {
                 clips,
                 &s,
                 50.0 * forward_flops(&dit_config, guided * clips, words),
+                Some(peak),
             );
         }
     }

@@ -7,6 +7,7 @@
 //! | fixed 3D sin-cos positions | [`pos_embed`] |
 //! | diffusion step t → embedding | [`timestep`] |
 //! | prompt → word features + pooled vector | [`tokenizer`], [`text`] |
+//! | a pretrained, frozen sentence encoder (all-MiniLM-L6-v2) | [`minilm`] |
 //! | adaLN-Zero transformer block | [`block`], [`attention`], [`layers`] |
 //! | LayerNorm, modulation, GELU, attention: routed to fused kernels, or Burn's ops | [`fused`], [`ops`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
@@ -31,6 +32,7 @@ pub mod final_layer;
 pub mod flow;
 pub mod fused;
 pub mod layers;
+pub mod minilm;
 pub mod noise;
 pub mod ops;
 pub mod param_ids;

@@ -13,7 +13,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use dit_model::Backend;
 use dit_model::run::{
-    self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, RECIPE_FILE, TRAIN_DIR, read_autoencoder_report,
+    self, AUTOENCODER_REPORT_FILE, CONFIG_FILE, LOCK_FILE, RECIPE_FILE, TRAIN_DIR,
+    read_autoencoder_report,
 };
 use dit_train::autoencoder::{self, DecoderRound};
 use dit_train::classifier;
@@ -123,6 +124,11 @@ fn run(args: Args) -> Result<()> {
     let (run_dir, config_path) = match &args.resume {
         Some(dir) => {
             if !dir.join(CONFIG_FILE).is_file() {
+                // A run that is starting holds the folder's lock before it writes its config:
+                // name that process rather than call the folder empty.
+                if dir.join(LOCK_FILE).is_file() {
+                    RunLock::acquire(dir)?;
+                }
                 bail!(
                     "{} is not a run folder (it has no {CONFIG_FILE})",
                     dir.display()

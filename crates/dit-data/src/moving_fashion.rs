@@ -22,7 +22,7 @@ use crate::clip::Clip;
 use crate::error::DataError;
 use crate::fashion::{FashionComposition, Garment};
 use crate::idx::{FashionSplit, IdxImages, fashion_mnist};
-use crate::moving_shapes::{CaptionMode, Split, VideoItem};
+use crate::moving_shapes::{CaptionMode, Split, VideoItem, sample_start, uniform};
 use crate::shapes::{Colour, Direction};
 
 /// Frames, canvas, speeds and captions of the clips (defaults are the spec's).
@@ -160,12 +160,6 @@ pub fn render_fashion_clip(
     clip
 }
 
-/// A uniform draw in `[lo, hi]` from 53 random bits (portable across platforms).
-fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
-    let t = (rng.random::<u64>() >> 11) as f64 / (1u64 << 53) as f64;
-    (lo as f64 + (hi as f64 - lo as f64) * t) as f32
-}
-
 /// Draws a speed and a start that keep the whole photograph inside every frame.
 fn sample_motion(
     config: &MovingFashionConfig,
@@ -175,21 +169,11 @@ fn sample_motion(
     let speed = uniform(rng, config.min_speed, config.max_speed);
     let room = (config.size - PHOTO_SIDE) as f32;
     let travel = speed * (config.frames - 1) as f32;
-    let (dx, dy) = direction.step();
-    let range = |d: f32| {
-        if d > 0.0 {
-            (0.0, room - travel)
-        } else if d < 0.0 {
-            (travel, room)
-        } else {
-            (0.0, room)
-        }
-    };
-    let ((x_lo, x_hi), (y_lo, y_hi)) = (range(dx), range(dy));
+    let (start_x, start_y) = sample_start(rng, direction, room, travel);
     FashionMotion {
         speed,
-        start_x: uniform(rng, x_lo, x_hi.max(x_lo)),
-        start_y: uniform(rng, y_lo, y_hi.max(y_lo)),
+        start_x,
+        start_y,
         direction,
     }
 }
@@ -351,12 +335,7 @@ impl MovingFashion {
             self.config.frames,
             self.config.size,
         );
-        let paraphrase = match caption {
-            CaptionMode::Canonical => false,
-            CaptionMode::Paraphrase => true,
-            CaptionMode::Mixed(p) => rng.random::<f64>() < p,
-        };
-        let caption = if paraphrase {
+        let caption = if caption.paraphrases(rng) {
             composition.paraphrase(rng)
         } else {
             composition.canonical_caption()

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::clip::Clip;
 use crate::error::DataError;
 use crate::render::{ClipParams, render_clip};
-use crate::shapes::Composition;
+use crate::shapes::{Composition, Direction};
 
 /// Sizes, speeds and captions of the generated clips (defaults are the spec's).
 #[derive(Config, Debug)]
@@ -148,6 +148,17 @@ pub enum CaptionMode {
     Mixed(f64),
 }
 
+impl CaptionMode {
+    /// Whether this clip's caption is a paraphrase (a draw from `rng` only when `Mixed`).
+    pub(crate) fn paraphrases(self, rng: &mut ChaCha8Rng) -> bool {
+        match self {
+            CaptionMode::Canonical => false,
+            CaptionMode::Paraphrase => true,
+            CaptionMode::Mixed(p) => rng.random::<f64>() < p,
+        }
+    }
+}
+
 /// One captioned clip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VideoItem {
@@ -160,7 +171,7 @@ pub struct VideoItem {
 }
 
 /// A uniform draw in `[lo, hi]` from 53 random bits (portable across platforms).
-fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
+pub(crate) fn uniform(rng: &mut ChaCha8Rng, lo: f32, hi: f32) -> f32 {
     let t = (rng.random::<u64>() >> 11) as f64 / (1u64 << 53) as f64;
     (lo as f64 + (hi as f64 - lo as f64) * t) as f32
 }
@@ -176,7 +187,26 @@ pub(crate) fn sample_params(
     let speed = uniform(rng, config.min_speed, config.max_speed);
     let room = config.size as f32 - s;
     let travel = speed * (config.frames - 1) as f32;
-    let (dx, dy) = composition.direction.step();
+    let (start_x, start_y) = sample_start(rng, composition.direction, room, travel);
+    ClipParams {
+        composition,
+        object_size: s,
+        speed,
+        start_x,
+        start_y,
+    }
+}
+
+/// A start position `(x, y)` of an object that has `room` pixels of free space along each
+/// axis and travels `travel` pixels in `direction`, drawn uniformly over the positions that
+/// keep it inside every frame (x first, then y).
+pub(crate) fn sample_start(
+    rng: &mut ChaCha8Rng,
+    direction: Direction,
+    room: f32,
+    travel: f32,
+) -> (f32, f32) {
+    let (dx, dy) = direction.step();
     // Along the motion the start must leave `travel` pixels ahead of the object.
     let start_range = |d: f32| {
         if d > 0.0 {
@@ -191,13 +221,7 @@ pub(crate) fn sample_params(
     let (y_lo, y_hi) = start_range(dy);
     let start_x = uniform(rng, x_lo, x_hi.max(x_lo));
     let start_y = uniform(rng, y_lo, y_hi.max(y_lo));
-    ClipParams {
-        composition,
-        object_size: s,
-        speed,
-        start_x,
-        start_y,
-    }
+    (start_x, start_y)
 }
 
 /// Renders `composition` from `rng` and captions it per `caption`.
@@ -209,12 +233,7 @@ fn make_item(
 ) -> VideoItem {
     let params = sample_params(config, composition, rng);
     let clip = render_clip(&params, config.frames, config.size);
-    let paraphrase = match caption {
-        CaptionMode::Canonical => false,
-        CaptionMode::Paraphrase => true,
-        CaptionMode::Mixed(p) => rng.random::<f64>() < p,
-    };
-    let caption = if paraphrase {
+    let caption = if caption.paraphrases(rng) {
         composition.paraphrase(rng)
     } else {
         composition.canonical_caption()

@@ -502,20 +502,35 @@ pub(crate) fn write_failures(
 
 /// The lines beside a failed clip: the prompt and seed, what was asked, what was judged.
 fn failure_text(v: &Verdict) -> [String; 3] {
-    let wrong: Vec<&str> = [
+    let parts = [
         (v.colour, "colour"),
         (v.shape, "shape"),
         (v.direction, "direction"),
-    ]
-    .into_iter()
-    .filter(|(right, _)| !right)
-    .map(|(_, part)| part)
-    .collect();
-    let held_out = if v.held_out { " · held out" } else { "" };
+    ];
+    failure_lines(&v.prompt, v.seed, v.held_out, &v.expected, &v.judged, parts)
+}
+
+/// The three lines beside a failed clip of either data set: the prompt, seed and whether
+/// the composition is held out; what was asked; what was judged, naming the wrong `parts`
+/// (each `(right, name)`).
+pub(crate) fn failure_lines<const N: usize>(
+    prompt: &str,
+    seed: u64,
+    held_out: bool,
+    expected: &str,
+    judged: &str,
+    parts: [(bool, &str); N],
+) -> [String; 3] {
+    let wrong: Vec<&str> = parts
+        .into_iter()
+        .filter(|(right, _)| !right)
+        .map(|(_, part)| part)
+        .collect();
+    let held_out = if held_out { " · held out" } else { "" };
     [
-        format!("\"{}\" · seed {}{held_out}", v.prompt, v.seed),
-        format!("asked: {}", v.expected),
-        format!("judged: {} (wrong: {})", v.judged, wrong.join(", ")),
+        format!("\"{prompt}\" · seed {seed}{held_out}"),
+        format!("asked: {expected}"),
+        format!("judged: {judged} (wrong: {})", wrong.join(", ")),
     ]
 }
 

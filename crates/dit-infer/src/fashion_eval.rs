@@ -22,7 +22,7 @@ use dit_model::classifier::PhotoClassifier;
 use dit_model::run::{load_classifier, write_atomic};
 use serde::Serialize;
 
-use crate::eval::write_failures;
+use crate::eval::{failure_lines, write_failures};
 use crate::pipeline::{GenerateOptions, TextToVideo, generate};
 
 /// Where the shipped judge of Moving Fashion is, from the repository's root.
@@ -586,19 +586,10 @@ pub fn write_fashion_report(
 
 /// The lines beside a failed clip: the prompt and seed, what was asked, what was judged.
 fn failure_text(v: &FashionVerdict) -> [String; 3] {
-    let wrong: Vec<&str> = [
+    let parts = [
         (v.garment, "class"),
         (v.colour, "colour"),
         (v.direction, "direction"),
-    ]
-    .into_iter()
-    .filter(|(right, _)| !right)
-    .map(|(_, part)| part)
-    .collect();
-    let held_out = if v.held_out { " · held out" } else { "" };
-    [
-        format!("\"{}\" · seed {}{held_out}", v.prompt, v.seed),
-        format!("asked: {}", v.expected),
-        format!("judged: {} (wrong: {})", v.judged, wrong.join(", ")),
-    ]
+    ];
+    failure_lines(&v.prompt, v.seed, v.held_out, &v.expected, &v.judged, parts)
 }

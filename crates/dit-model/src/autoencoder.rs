@@ -27,9 +27,14 @@ pub struct AutoencoderConfig {
     /// Channels of the latent.
     #[config(default = 4)]
     pub latent_channels: usize,
-    /// Channels of the first level; deeper levels use twice as many.
+    /// Channels of the first level (full resolution).
     #[config(default = 32)]
     pub base_channels: usize,
+    /// Channels of each level (the full resolution, then after each downsampling) as multiples
+    /// of `base_channels`, `downsamplings + 1` of them, as in Stable Diffusion's `ch_mult`;
+    /// none means `[1, 2, 2, …]`.
+    #[config(default = "None")]
+    pub channel_multipliers: Option<Vec<usize>>,
     /// Number of ×2 spatial downsamplings (2 gives ×4).
     #[config(default = 2)]
     pub downsamplings: usize,
@@ -46,7 +51,27 @@ impl AutoencoderConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         require_positive("image_channels", self.image_channels)?;
         require_positive("latent_channels", self.latent_channels)?;
-        require_positive("base_channels", self.base_channels)
+        require_positive("base_channels", self.base_channels)?;
+        let Some(multipliers) = &self.channel_multipliers else {
+            return Ok(());
+        };
+        if multipliers.len() != self.downsamplings + 1 {
+            return Err(ConfigError::new(
+                "channel_multipliers",
+                format!(
+                    "has {} entries; it needs one per level, downsamplings + 1 = {}",
+                    multipliers.len(),
+                    self.downsamplings + 1
+                ),
+            ));
+        }
+        if multipliers.contains(&0) || multipliers.iter().any(|&m| m > 64) {
+            return Err(ConfigError::new(
+                "channel_multipliers",
+                format!("= {multipliers:?}: every multiplier must be 1 to 64"),
+            ));
+        }
+        Ok(())
     }
 
     /// Spatial downsampling factor `2^downsamplings`.
@@ -70,12 +95,14 @@ impl AutoencoderConfig {
         Ok([self.latent_channels, frames, size / self.factor()])
     }
 
-    fn channels(&self, level: usize) -> usize {
-        if level == 0 {
-            self.base_channels
-        } else {
-            2 * self.base_channels
-        }
+    /// Channels at `level` (0 is full resolution, `downsamplings` the latent's).
+    pub fn channels(&self, level: usize) -> usize {
+        let multiplier = match self.channel_multipliers.as_ref().and_then(|m| m.get(level)) {
+            Some(&m) => m,
+            None if level == 0 => 1,
+            None => 2,
+        };
+        multiplier * self.base_channels
     }
 
     /// Number of parameters of the autoencoder [`init`](Self::init) builds.
@@ -343,10 +370,40 @@ mod tests {
                 .with_res_blocks(2)
                 .with_variational(true),
             AutoencoderConfig::new().with_downsamplings(0),
+            AutoencoderConfig::new()
+                .with_base_channels(4)
+                .with_downsamplings(3)
+                .with_channel_multipliers(Some(vec![1, 2, 4, 8])),
         ] {
             let built = config.init(&device).unwrap().num_params() as u64;
             assert_eq!(config.num_params(), built, "{config:?}");
         }
+    }
+
+    #[test]
+    fn channel_multipliers_set_each_level_and_are_checked() {
+        let config = AutoencoderConfig::new()
+            .with_base_channels(16)
+            .with_downsamplings(3)
+            .with_channel_multipliers(Some(vec![1, 2, 4, 8]));
+        let channels: Vec<usize> = (0..=3).map(|level| config.channels(level)).collect();
+        assert_eq!(channels, [16, 32, 64, 128]);
+        let default = AutoencoderConfig::new()
+            .with_base_channels(16)
+            .with_downsamplings(3);
+        let channels: Vec<usize> = (0..=3).map(|level| default.channels(level)).collect();
+        assert_eq!(channels, [16, 32, 32, 32]);
+        let short = config.clone().with_channel_multipliers(Some(vec![1, 2]));
+        let error = short.validate().unwrap_err().to_string();
+        assert!(error.contains("downsamplings + 1 = 4"), "{error}");
+        let zero = config.with_channel_multipliers(Some(vec![1, 0, 2, 2]));
+        assert!(zero.validate().is_err());
+        // A model.json written before the field existed reads as the old scheme.
+        let old: AutoencoderConfig = serde_json::from_str(
+            r#"{"image_channels":3,"latent_channels":4,"base_channels":16,"downsamplings":2,"res_blocks":1,"variational":false}"#,
+        )
+        .unwrap();
+        assert_eq!(old.channel_multipliers, None);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
 use burn::tensor::{Device, Tensor};
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
@@ -283,7 +284,10 @@ fn fit(
     let settings = &config.autoencoder_training;
     let factor = config.model.autoencoder.factor();
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
-    let mut optim = AdamConfig::new().init();
+    let clip = settings
+        .grad_clip
+        .map(|norm| GradientClippingConfig::Norm(norm as f32));
+    let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
     let mut state = TrainState {
         step: 0,
         seed: config.seed,

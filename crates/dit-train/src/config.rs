@@ -123,6 +123,9 @@ pub struct AutoencoderTrainingConfig {
     /// convolutional: windows teach the same filters at a fraction of the cost). Absent:
     /// whole frames.
     pub crop: Option<usize>,
+    /// Clips the gradient's global norm to this before each Adam step (wide autoencoders
+    /// without normalisation layers can blow up without it). Absent: no clipping.
+    pub grad_clip: Option<f64>,
 }
 
 /// Stage 2: the DiT on cached latents.
@@ -300,6 +303,9 @@ impl ExperimentConfig {
             1.0,
         )?;
         require_in_range("autoencoder_training.kl_weight", ae.kl_weight, 0.0, 1e3)?;
+        if let Some(clip) = ae.grad_clip {
+            require_in_range("autoencoder_training.grad_clip", clip, 1e-6, 1e6)?;
+        }
         if let Some(side) = ae.crop {
             let factor = self.model.autoencoder.factor();
             if side == 0 || !side.is_multiple_of(factor) || side > self.data.size() {
@@ -594,6 +600,11 @@ mod tests {
                 "checkpoint_every = 250\n",
                 "checkpoint_every = 250\ncrop = 10\n",
                 "autoencoder_training.crop",
+            ),
+            (
+                "checkpoint_every = 250\n",
+                "checkpoint_every = 250\ngrad_clip = -1.0\n",
+                "autoencoder_training.grad_clip",
             ),
             (
                 "[data.shapes]\n",

@@ -112,11 +112,7 @@ fn autoencoder_bytes(config: &ExperimentConfig) -> f64 {
     let size = config.data.size() as f64;
     let per_frame: f64 = (0..=ae.downsamplings)
         .map(|level| {
-            let channels = if level == 0 {
-                ae.base_channels
-            } else {
-                2 * ae.base_channels
-            } as f64;
+            let channels = ae.channels(level) as f64;
             let pixels = (size / 2f64.powi(level as i32)).powi(2);
             2.0 * 20.0 * channels * pixels
         })

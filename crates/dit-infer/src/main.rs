@@ -19,7 +19,9 @@ use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
 use dit_infer::fashion_eval::{
     FashionEvalOptions, evaluate_fashion, fashion_table, write_fashion_report,
 };
-use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, generate, tokenize};
+use dit_infer::pipeline::{
+    DEFAULT_STEPS, GenerateOptions, generate, prompt_input, truncated_prompts,
+};
 use dit_infer::sampler::SamplerKind;
 use dit_infer::trace::{TraceOptions, trace};
 use dit_infer::{default_checkpoint, default_classifier};
@@ -390,7 +392,13 @@ fn run(args: Args) -> Result<()> {
     };
     // Every option and every prompt is checked before the first clip is made.
     options.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
-    tokenize((&model).into(), &prompts, &device)?;
+    prompt_input((&model).into(), &prompts, &device)?;
+    for index in truncated_prompts((&model).into(), &prompts)? {
+        eprintln!(
+            "note: prompt {index} is longer than {} tokens, the most all-MiniLM-L6-v2 reads; the rest is left out",
+            dit_model::minilm::MAX_TOKENS
+        );
+    }
 
     let chunks = prompts.len().div_ceil(args.batch_size);
     let bar = progress_bar("denoising {bar:30} {pos}/{len} [{elapsed_precise}]");

@@ -2,13 +2,15 @@
 //! noise with guidance, decode it with the frozen decoder, and turn it into
 //! 8-bit frames.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use dit_data::{Clip, video_to_clips};
 use dit_model::flow;
+use dit_model::frozen_text::FrozenText;
+use dit_model::minilm::MiniLmPrompts;
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
 use dit_model::tokenizer::TokenizeError;
-use dit_model::{Dit, Prediction, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
+use dit_model::{Dit, Prediction, PromptInput, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
 
 use crate::sampler::{SamplerKind, euler, flow_sigmas, guide, respace, sample};
 
@@ -18,8 +20,10 @@ use crate::sampler::{SamplerKind, euler, flow_sigmas, guide, respace, sample};
 pub struct TextToVideo<'a> {
     /// The run's spec (latent shape, schedule, latent scale).
     pub spec: &'a RunSpec,
-    /// The tokenizer.
+    /// The tokenizer of the training captions' words (what a trained text encoder reads).
     pub tokenizer: &'a Tokenizer,
+    /// The frozen pretrained text encoder, for a DiT that conditions on one.
+    pub frozen_text: Option<&'a MiniLmPrompts>,
     /// The frozen autoencoder (its decoder).
     pub autoencoder: &'a VideoAutoencoder,
     /// The DiT.
@@ -31,6 +35,7 @@ impl<'a> From<&'a TrainedModel> for TextToVideo<'a> {
         Self {
             spec: &model.spec,
             tokenizer: &model.tokenizer,
+            frozen_text: model.frozen_text.as_ref(),
             autoencoder: &model.autoencoder,
             dit: &model.dit,
         }
@@ -67,6 +72,9 @@ pub enum GenerateError {
         /// The tokenizer's complaint.
         source: TokenizeError,
     },
+    /// The pretrained text encoder failed.
+    #[error("the text encoder: {0}")]
+    TextEncoder(String),
     /// Sampling settings that cannot work.
     #[error("{0}")]
     Options(String),
@@ -144,22 +152,54 @@ pub fn check_prompt(
         })
 }
 
-/// Word ids of `prompts`, `[batch, max_words]`.
-pub fn tokenize(
+/// `prompts` as the model's DiT reads them: word ids `[batch, max_words]` for a trained text
+/// encoder (unknown words are an error), or the frozen encoder's outputs, which take any
+/// text (cut at its longest input: see [`truncated_prompts`]).
+pub fn prompt_input(
     model: TextToVideo<'_>,
     prompts: &[String],
     device: &Device,
-) -> Result<Tensor<2, Int>, GenerateError> {
+) -> Result<PromptInput, GenerateError> {
+    if let Some(encoder) = model.frozen_text {
+        let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+        let encoded = encoder
+            .encode(&texts)
+            .map_err(|e| GenerateError::TextEncoder(e.to_string()))?;
+        let rows: Vec<_> = encoded.iter().map(Some).collect();
+        let width = encoded.first().map_or(0, |p| p.pooled.len());
+        return Ok(PromptInput::Frozen(FrozenText::batch(&rows, width, device)));
+    }
     let max_words = model.spec.model.dit.text.max_words;
     let mut ids = Vec::with_capacity(prompts.len() * max_words);
     for (index, prompt) in prompts.iter().enumerate() {
         let row = check_prompt(model.tokenizer, max_words, prompt, index)?;
         ids.extend(row.into_iter().map(|i| i as i64));
     }
-    Ok(Tensor::from_data(
+    Ok(PromptInput::Words(Tensor::from_data(
         TensorData::new(ids, [prompts.len(), max_words]),
         device,
-    ))
+    )))
+}
+
+/// Indices of the `prompts` the model's frozen text encoder cuts to its longest input (none
+/// for a trained encoder, which refuses long prompts instead).
+pub fn truncated_prompts(
+    model: TextToVideo<'_>,
+    prompts: &[String],
+) -> Result<Vec<usize>, GenerateError> {
+    let Some(encoder) = model.frozen_text else {
+        return Ok(Vec::new());
+    };
+    let mut cut = Vec::new();
+    for (index, prompt) in prompts.iter().enumerate() {
+        if encoder
+            .is_truncated(prompt)
+            .map_err(|e| GenerateError::TextEncoder(e.to_string()))?
+        {
+            cut.push(index);
+        }
+    }
+    Ok(cut)
 }
 
 /// Frames of latents in the DiT's (normalised) units `[batch, C, F, h, w]`, through the
@@ -204,7 +244,7 @@ pub fn generate(
     if prompts.is_empty() {
         return Err(GenerateError::Options("no prompt given".into()));
     }
-    let tokens = tokenize(model, prompts, device)?;
+    let text = prompt_input(model, prompts, device)?;
     let dit_config = &model.spec.model.dit;
     let per_item: Vec<Tensor<5>> = (0..prompts.len())
         .map(|i| {
@@ -221,14 +261,14 @@ pub fn generate(
         })
         .collect();
     let x_t = Tensor::cat(per_item, 0); // [B, C, F, h, w]
-    let latent = denoise(model, tokens, x_t, 0, options, on_step);
+    let latent = denoise(model, text, x_t, 0, options, on_step);
     Ok(decode_latent(model, latent))
 }
 
 /// SDEdit (Meng et al. 2022): noises the clean latents `x0` `[B, C, F, h, w]` (normalised
 /// units) with `noise` to the noise level of step `start` of the sampling grid of
-/// `options.steps` steps, and denoises them from there with the prompts' word ids
-/// `tokens` `[B, max_words]`. `start = 0` starts at the grid's noisiest step (almost pure
+/// `options.steps` steps, and denoises them from there with the prompts `text` (from
+/// [`prompt_input`]). `start = 0` starts at the grid's noisiest step (almost pure
 /// noise); `start = options.steps` returns `x0` unchanged. The result keeps what the noise level leaves
 /// of `x0` (at low levels: position, shape, colour) and has the model's own errors, as a
 /// generated latent has them.
@@ -237,7 +277,7 @@ pub fn generate(
 /// If `options` do not [validate](GenerateOptions::validate) or `start > options.steps`.
 pub fn sdedit(
     model: TextToVideo<'_>,
-    tokens: Tensor<2, Int>,
+    text: PromptInput,
     x0: Tensor<5>,
     noise: Tensor<5>,
     start: usize,
@@ -263,7 +303,7 @@ pub fn sdedit(
         let a = schedule.alpha_bar(respace(schedule.len(), options.steps)[start]);
         x0 * a.sqrt() + noise * (1.0 - a).sqrt()
     };
-    denoise(model, tokens, x_start, start, options, |_| {})
+    denoise(model, text, x_start, start, options, |_| {})
 }
 
 /// The noise level of step `i` of the sampling grid of `steps` steps, as the timestep the
@@ -278,10 +318,10 @@ pub fn grid_timestep(spec: &RunSpec, steps: usize, i: usize) -> f64 {
 }
 
 /// Runs the sampler from `x` `[B, C, F, h, w]`, the latent at step `start` of the grid of
-/// `options.steps` steps, to a clean latent, guided by the prompts' word ids `tokens`.
+/// `options.steps` steps, to a clean latent, guided by the prompts `text`.
 fn denoise(
     model: TextToVideo<'_>,
-    tokens: Tensor<2, Int>,
+    text: PromptInput,
     x: Tensor<5>,
     start: usize,
     options: &GenerateOptions,
@@ -293,12 +333,9 @@ fn denoise(
     let batch = x.dims()[0];
     let guided = options.guidance != 1.0;
     // Conditional and null prompts are denoised in one batch of 2B.
-    let tokens = if guided {
-        Tensor::cat(vec![tokens.clone(), tokens.zeros_like()], 0)
-    } else {
-        tokens
-    };
-    let text = model.dit.encode_text(tokens);
+    let text = model
+        .dit
+        .encode_text(if guided { text.with_null_half() } else { text });
     let mut rng = rng_for(options.seed, Stream::SamplerNoise, options.prompt_offset);
 
     // The DiT's output at `x` and timestep `t`, guided: ε, v or a flow's velocity.
@@ -388,7 +425,7 @@ mod tests {
         );
         let x0 = model.autoencoder.encode(video).mean * model.spec.latent_scale;
         let noise = gaussian(&mut rng_for(0, Stream::InitialNoise, 0), x0.dims(), &device);
-        let tokens = tokenize(
+        let text = prompt_input(
             (&model).into(),
             std::slice::from_ref(&item.caption),
             &device,
@@ -404,7 +441,7 @@ mod tests {
         let redraw = |start| {
             sdedit(
                 (&model).into(),
-                tokens.clone(),
+                text.clone(),
                 x0.clone(),
                 noise.clone(),
                 start,

@@ -27,10 +27,10 @@ use dit_data::{
 };
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
-use dit_model::{Prediction, RunSpec, TrainedModel, TrainingData, flow};
+use dit_model::{Prediction, PromptInput, RunSpec, TrainedModel, TrainingData, flow};
 use serde_json::{Value, json};
 
-use crate::pipeline::{GenerateOptions, decode_latent, generate, tokenize};
+use crate::pipeline::{GenerateOptions, decode_latent, generate, prompt_input};
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -331,7 +331,7 @@ pub fn trace(
     }
     let query = (token[0] * gr + token[1]) * gc + token[2];
     let prompts = vec![options.prompt.clone()];
-    let tokens = tokenize(model.into(), &prompts, device)?; // [1, words]
+    let prompt = prompt_input(model.into(), &prompts, device)?;
     options
         .sampling
         .validate(steps_total, prediction)
@@ -533,18 +533,26 @@ pub fn trace(
     );
 
     // 5. The prompt and the conditioning.
-    let ids: Vec<i64> = values(tokens.clone().float())?
-        .iter()
-        .map(|&v| v as i64)
-        .collect();
-    let words: Vec<String> = ids
-        .iter()
-        .map(|&id| match id {
-            0 => "(padding)".to_string(),
-            id => model.tokenizer.words()[id as usize - 1].clone(),
-        })
-        .collect();
-    let text = model.dit.encode_text(tokens);
+    let (words, ids): (Vec<String>, Vec<i64>) = match (&prompt, &model.frozen_text) {
+        (PromptInput::Frozen(_), Some(encoder)) => encoder
+            .pieces(&options.prompt)?
+            .into_iter()
+            .map(|(id, piece)| (piece, id as i64))
+            .unzip(),
+        (PromptInput::Words(tokens), _) => values(tokens.clone().float())?
+            .iter()
+            .map(|&v| {
+                let id = v as i64;
+                let word = match id {
+                    0 => "(padding)".to_string(),
+                    id => model.tokenizer.words()[id as usize - 1].clone(),
+                };
+                (word, id)
+            })
+            .unzip(),
+        (PromptInput::Frozen(_), None) => bail!("frozen prompt features without their encoder"),
+    };
+    let text = model.dit.encode_text(prompt);
     // The network reads the step itself (for a flow, σ·T = t).
     let t_tensor = Tensor::<1>::from_floats([t as f32], device);
     let (output, dit_trace) = model.dit.forward_traced(x_t, t_tensor, &text);
@@ -576,15 +584,28 @@ pub fn trace(
         .collect();
     sections.push(Section {
         title: "5. The prompt and the timestep".into(),
-        text: format!(
-            "The prompt is split into words and looked up in the vocabulary ({} ids, 0 is \
-             padding), padded to {} positions. The text encoder turns them into per-word \
-             features and one pooled vector of {} numbers; the step t = {t} becomes a \
-             sinusoidal embedding through an MLP. Their sum c conditions every block.",
-            model.tokenizer.num_ids(),
-            dit_config.text.max_words,
-            dit_config.hidden
-        ),
+        text: match dit_config.text.pretrained {
+            None => format!(
+                "The prompt is split into words and looked up in the vocabulary ({} ids, 0 is \
+                 padding), padded to {} positions. The text encoder turns them into per-word \
+                 features and one pooled vector of {} numbers; the step t = {t} becomes a \
+                 sinusoidal embedding through an MLP. Their sum c conditions every block.",
+                model.tokenizer.num_ids(),
+                dit_config.text.max_words,
+                dit_config.hidden
+            ),
+            Some(pretrained) => format!(
+                "The prompt is split into WordPiece tokens of {name}'s vocabulary and read by \
+                 {name}, frozen: {width} numbers per token and their unit-length mean. The DiT \
+                 projects each token to {} numbers (for cross-attention) and the mean to one \
+                 pooled vector of {} numbers; the step t = {t} becomes a sinusoidal embedding \
+                 through an MLP. Their sum c conditions every block.",
+                dit_config.text.width,
+                dit_config.hidden,
+                name = pretrained.name(),
+                width = pretrained.width(),
+            ),
+        },
         figures: vec![Figure {
             file: save(&conditioning_picture, "05-conditioning.png")?,
             caption: "the pooled prompt, the step embedding and c, dimension by dimension".into(),
@@ -1082,13 +1103,13 @@ mod tests {
         let noise = gaussian(&mut rng_for(0, Stream::TraceNoise, 0), x0.dims(), &device);
         let schedule = spec.diffusion.build();
         let x_t = schedule.q_sample(x0.clone(), noise.clone(), &[400]);
-        let tokens = tokenize(
+        let prompt = prompt_input(
             (&model).into(),
             std::slice::from_ref(&options.prompt),
             &device,
         )
         .unwrap();
-        let text = model.dit.encode_text(tokens);
+        let text = model.dit.encode_text(prompt);
         let out = model
             .dit
             .forward(x_t, Tensor::from_floats([400.0], &device), &text);

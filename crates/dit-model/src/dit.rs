@@ -8,6 +8,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::block::{BlockTrace, DitBlock};
 use crate::final_layer::FinalLayer;
+use crate::frozen_text::{FrozenText, FrozenTextProjection};
 use crate::param_ids::with_path_ids;
 use crate::patch::{PatchEmbed, unpatchify};
 use crate::pos_embed::PositionTable;
@@ -134,6 +135,18 @@ impl DitConfig {
                 format!("must be positive, got {}", self.mlp_ratio),
             ));
         }
+        if let Some(pretrained) = self.text.pretrained
+            && !self.cross_attention
+        {
+            return Err(ConfigError::new(
+                "cross_attention",
+                format!(
+                    "must be true with text.pretrained = \"{}\": the DiT reads the encoder's \
+                     per-token states through cross-attention",
+                    pretrained.name()
+                ),
+            ));
+        }
         self.text.validate().map_err(|e| e.within("text"))
     }
 
@@ -147,7 +160,13 @@ impl DitConfig {
         Ok(with_path_ids(Dit {
             x_embedder: PatchEmbed::new(self.latent_channels, patch, self.hidden, device),
             t_embedder: TimestepEmbedder::new(self.hidden, device),
-            text_encoder: self.text.init(self.hidden, device),
+            text_encoder: match self.text.pretrained {
+                None => Some(self.text.init(self.hidden, device)),
+                Some(_) => None,
+            },
+            text_projection: self.text.pretrained.map(|pretrained| {
+                FrozenTextProjection::new(pretrained.width(), self.text.width, self.hidden, device)
+            }),
             blocks: (0..self.depth)
                 .map(|_| {
                     DitBlock::new(
@@ -226,8 +245,10 @@ pub struct Dit {
     pub x_embedder: PatchEmbed,
     /// Diffusion-step embedding.
     pub t_embedder: TimestepEmbedder,
-    /// Prompt encoder.
-    pub text_encoder: TextEncoder,
+    /// Prompt encoder (trained with the DiT; none when it conditions on a frozen encoder).
+    pub text_encoder: Option<TextEncoder>,
+    /// Projection of a frozen pretrained encoder's outputs (none with a trained encoder).
+    pub text_projection: Option<FrozenTextProjection>,
     /// Transformer blocks.
     pub blocks: Vec<DitBlock>,
     /// adaLN + Linear to patch values.
@@ -243,13 +264,42 @@ pub struct Dit {
     pub latent_channels: usize,
 }
 
+/// A batch of prompts in the form the DiT's prompt encoder reads.
+// Made once per batch of prompts: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum PromptInput {
+    /// Word ids `[batch, words]` for the trained encoder; a row of padding is the null prompt.
+    Words(Tensor<2, Int>),
+    /// A frozen pretrained encoder's outputs; a row without tokens is the null prompt.
+    Frozen(FrozenText),
+}
+
+impl PromptInput {
+    /// The batch followed by as many null prompts: classifier-free guidance's conditional
+    /// and unconditional halves.
+    pub fn with_null_half(self) -> Self {
+        match self {
+            PromptInput::Words(tokens) => {
+                PromptInput::Words(Tensor::cat(vec![tokens.clone(), tokens.zeros_like()], 0))
+            }
+            PromptInput::Frozen(text) => PromptInput::Frozen(text.with_null_half()),
+        }
+    }
+}
+
 impl Dit {
-    /// Encodes word ids (a row of padding only is the null prompt).
+    /// Encodes a batch of prompts into what the blocks read.
     ///
-    /// # Shapes
-    /// - tokens: `[batch, words]`
-    pub fn encode_text(&self, tokens: Tensor<2, Int>) -> TextFeatures {
-        self.text_encoder.forward(tokens)
+    /// # Panics
+    /// If the input is not of the DiT's kind (word ids for a trained encoder, frozen outputs
+    /// for a pretrained one): the model's config decides which, so this is a program error.
+    pub fn encode_text(&self, prompts: PromptInput) -> TextFeatures {
+        match (prompts, &self.text_encoder, &self.text_projection) {
+            (PromptInput::Words(tokens), Some(encoder), _) => encoder.forward(tokens),
+            (PromptInput::Frozen(text), _, Some(projection)) => projection.forward(&text),
+            _ => panic!("prompts given in a form this DiT's text conditioning does not read"),
+        }
     }
 
     /// Predicts, from the noised `latent` at diffusion step `t` and the prompt, what
@@ -371,7 +421,7 @@ mod tests {
             let latent =
                 Tensor::<5>::random([3, 4, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
             let t = Tensor::<1>::from_floats([0.0, 10.0, 999.0], &device);
-            let text = dit.encode_text(tokens(&device));
+            let text = dit.encode_text(PromptInput::Words(tokens(&device)));
             assert_eq!(text.pooled.dims(), [3, 32]);
             assert_eq!(dit.forward(latent, t, &text).dims(), [3, 4, 4, 8, 8]);
         }
@@ -382,7 +432,7 @@ mod tests {
         let device = Device::default();
         for cross in [false, true] {
             let dit = config(cross).init(&device).unwrap();
-            let text = dit.encode_text(tokens(&device));
+            let text = dit.encode_text(PromptInput::Words(tokens(&device)));
             let x = Tensor::<3>::random([3, 64, 32], Distribution::Normal(0.0, 1.0), &device);
             let c = Tensor::<2>::random([3, 32], Distribution::Normal(0.0, 1.0), &device);
             let block: &DitBlock = &dit.blocks[0];
@@ -403,7 +453,7 @@ mod tests {
         let device = Device::default();
         device.seed(5);
         let dit = config(false).init(&device).unwrap();
-        let text = dit.encode_text(tokens(&device));
+        let text = dit.encode_text(PromptInput::Words(tokens(&device)));
         let latent = Tensor::<5>::random([3, 4, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_floats([1.0, 300.0, 999.0], &device);
         let (out, trace) = dit.forward_traced(latent.clone(), t.clone(), &text);
@@ -451,7 +501,7 @@ mod tests {
         let noise = Tensor::<5>::random([3, 4, 4, 8, 8], Distribution::Normal(0.0, 1.0), &device);
         let t = Tensor::<1>::from_floats([5.0, 500.0, 900.0], &device);
         for step in 0..3 {
-            let text = dit.encode_text(tokens(&device));
+            let text = dit.encode_text(PromptInput::Words(tokens(&device)));
             let loss = (dit.forward(latent.clone(), t.clone(), &text) - noise.clone())
                 .powi_scalar(2)
                 .mean();

@@ -7,7 +7,7 @@
 //! | fixed 3D sin-cos positions | [`pos_embed`] |
 //! | diffusion step t → embedding | [`timestep`] |
 //! | prompt → word features + pooled vector | [`tokenizer`], [`text`] |
-//! | a pretrained, frozen sentence encoder (all-MiniLM-L6-v2) | [`minilm`] |
+//! | a pretrained, frozen sentence encoder (all-MiniLM-L6-v2), and conditioning on it | [`minilm`], [`frozen_text`] |
 //! | adaLN-Zero transformer block | [`block`], [`attention`], [`layers`] |
 //! | LayerNorm, modulation, GELU, attention: routed to fused kernels, or Burn's ops | [`fused`], [`ops`] |
 //! | adaLN + Linear to patch values | [`final_layer`] |
@@ -30,6 +30,7 @@ pub mod classifier;
 pub mod dit;
 pub mod final_layer;
 pub mod flow;
+pub mod frozen_text;
 pub mod fused;
 pub mod layers;
 pub mod minilm;
@@ -49,7 +50,7 @@ pub mod weights;
 
 pub use autoencoder::{AutoencoderConfig, VideoAutoencoder};
 pub use backend::Backend;
-pub use dit::{Dit, DitConfig, DitSize, DitTrace};
+pub use dit::{Dit, DitConfig, DitSize, DitTrace, PromptInput};
 pub use run::{ModelConfig, RunSpec, TrainedModel, TrainingData};
 pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule, Prediction};
 pub use text::{TextEncoder, TextEncoderConfig, TextFeatures};

@@ -16,7 +16,7 @@
 //! the model's `tokenizer.json` (lower-casing WordPiece, `[CLS] … [SEP]`), read by Hugging
 //! Face's `tokenizers`, without padding and truncated to [`MAX_TOKENS`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::config::Config;
 use burn::module::Module;
@@ -24,6 +24,8 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, L
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::frozen_text::EncodedPrompt;
 
 /// Most tokens a prompt is encoded into, `[CLS]` and `[SEP]` included (the model's
 /// tokenizer setting; longer text is cut).
@@ -317,6 +319,94 @@ impl MiniLm {
     }
 }
 
+/// Where the model folder is: `$DIT_MINILM_DIR`, else the clone's `models/all-MiniLM-L6-v2`
+/// (where `scripts/fetch-minilm.sh` puts it).
+pub fn model_dir() -> PathBuf {
+    match std::env::var_os("DIT_MINILM_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2"),
+    }
+}
+
+/// The frozen encoder with its tokenizer: text in, [`EncodedPrompt`]s out (per-token states
+/// and the unit-length mean, as sentence-transformers gives it).
+#[derive(Debug, Clone)]
+pub struct MiniLmPrompts {
+    model: MiniLm,
+    tokenizer: MiniLmTokenizer,
+    device: Device,
+}
+
+impl MiniLmPrompts {
+    /// Prompts encoded at a time.
+    const BATCH: usize = 64;
+
+    /// Loads the model folder onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, MiniLmError> {
+        Ok(Self {
+            tokenizer: MiniLmTokenizer::load(dir)?,
+            model: MiniLm::load(dir, device)?,
+            device: device.clone(),
+        })
+    }
+
+    /// Whether `text` is longer than the encoder reads (it is then cut to [`MAX_TOKENS`]).
+    pub fn is_truncated(&self, text: &str) -> Result<bool, MiniLmError> {
+        Ok(self.tokenizer.encode(text)?.1)
+    }
+
+    /// The WordPiece ids and pieces `text` is read as, `[CLS]` and `[SEP]` included.
+    pub fn pieces(&self, text: &str) -> Result<Vec<(u32, String)>, MiniLmError> {
+        self.tokenizer.pieces(text)
+    }
+
+    /// Encodes `texts`, in order.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<EncodedPrompt>, MiniLmError> {
+        let width = self.model.embeddings.word_embeddings.weight.dims()[1];
+        let mut encoded = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(Self::BATCH) {
+            let mut ids = Vec::with_capacity(chunk.len());
+            let mut cut = Vec::with_capacity(chunk.len());
+            for text in chunk {
+                let (row, truncated) = self.tokenizer.encode(text)?;
+                ids.push(row);
+                cut.push(truncated);
+            }
+            let (tokens, mask) = MiniLmTokenizer::batch(&ids, &self.device);
+            let states = self.model.forward(tokens, mask.clone()); // [b, n, width]
+            let pooled = MiniLm::normalise(MiniLm::pool(states.clone(), mask)); // [b, width]
+            let n = states.dims()[1];
+            let states: Vec<f32> = states
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(bad_data)?;
+            let pooled: Vec<f32> = pooled
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(bad_data)?;
+            for (row, (sentence, truncated)) in ids.iter().zip(cut).enumerate() {
+                let start = row * n * width;
+                encoded.push(EncodedPrompt {
+                    states: states[start..start + sentence.len() * width].to_vec(),
+                    tokens: sentence.len(),
+                    pooled: pooled[row * width..(row + 1) * width].to_vec(),
+                    truncated,
+                });
+            }
+        }
+        Ok(encoded)
+    }
+}
+
+fn bad_data(error: burn::tensor::DataError) -> MiniLmError {
+    MiniLmError::Bad {
+        path: "encoder output".into(),
+        message: format!("{error:?}"),
+    }
+}
+
 /// all-MiniLM-L6-v2's tokenizer: the model folder's `tokenizer.json`, without padding,
 /// truncated to [`MAX_TOKENS`].
 #[derive(Debug, Clone)]
@@ -360,6 +450,23 @@ impl MiniLmTokenizer {
             encoding.get_ids().to_vec(),
             !encoding.get_overflowing().is_empty(),
         ))
+    }
+
+    /// The ids and WordPiece pieces of `text`, as [`encode`](Self::encode) cuts it.
+    pub fn pieces(&self, text: &str) -> Result<Vec<(u32, String)>, MiniLmError> {
+        let encoding = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| MiniLmError::Bad {
+                path: "tokenizer.json".into(),
+                message: e.to_string(),
+            })?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .copied()
+            .zip(encoding.get_tokens().iter().cloned())
+            .collect())
     }
 
     /// `ids` of several texts padded with 0 to the longest, as `[b, n]` ids and mask.

@@ -42,6 +42,8 @@ use serde::{Deserialize, Serialize};
 use crate::autoencoder::AutoencoderConfig;
 use crate::classifier::{PhotoClassifier, PhotoClassifierConfig};
 use crate::dit::DitConfig;
+use crate::frozen_text::PretrainedText;
+use crate::minilm::{self, MiniLmError, MiniLmPrompts};
 use crate::schedule::DiffusionConfig;
 use crate::tokenizer::Tokenizer;
 use crate::validate::ConfigError;
@@ -219,6 +221,9 @@ pub enum RunError {
         /// What is wrong.
         message: String,
     },
+    /// The checkpoint conditions on a pretrained text encoder that cannot be loaded.
+    #[error("this checkpoint conditions on all-MiniLM-L6-v2: {0}")]
+    TextEncoder(#[from] MiniLmError),
     /// Writing failed.
     #[error("cannot write {path}: {error}")]
     Write {
@@ -306,6 +311,8 @@ pub struct TrainedModel {
     pub autoencoder: VideoAutoencoder,
     /// The (EMA) DiT.
     pub dit: Dit,
+    /// The frozen pretrained text encoder the DiT conditions on, if its config names one.
+    pub frozen_text: Option<MiniLmPrompts>,
 }
 
 fn read_text(dir: &Path, file: &'static str) -> Result<String, RunError> {
@@ -402,12 +409,28 @@ impl TrainedModel {
             .init(device)
             .map_err(|e| corrupt(e.to_string()))?;
         let dit = load_module(dit, &dir.join(DIT_FILE))?;
+        let frozen_text = load_frozen_text(&spec, device)?;
         Ok(Self {
             spec,
             tokenizer,
             autoencoder,
             dit,
+            frozen_text,
         })
+    }
+}
+
+/// The pretrained text encoder `spec`'s DiT conditions on, loaded from [`minilm::model_dir`];
+/// none for a DiT that trains its own.
+pub fn load_frozen_text(
+    spec: &RunSpec,
+    device: &Device,
+) -> Result<Option<MiniLmPrompts>, RunError> {
+    match spec.model.dit.text.pretrained {
+        None => Ok(None),
+        Some(PretrainedText::MiniLmL6V2) => {
+            Ok(Some(MiniLmPrompts::load(&minilm::model_dir(), device)?))
+        }
     }
 }
 

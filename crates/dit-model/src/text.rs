@@ -12,14 +12,18 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::{Bool, Device, Int, Tensor};
 
 use crate::attention::SelfAttention;
+use crate::frozen_text::{FrozenTextProjection, PretrainedText};
 use crate::layers::{Mlp, xavier_linear};
 use crate::tokenizer::PAD_ID;
 use crate::validate::{ConfigError, require_divides, require_positive};
 
-/// Hyper-parameters of the [`TextEncoder`].
+/// Hyper-parameters of the prompt encoder: the [`TextEncoder`] the DiT trains, or, with
+/// `pretrained`, the projection of a frozen pretrained encoder's outputs
+/// ([`FrozenTextProjection`]).
 #[derive(Config, Debug, PartialEq)]
 pub struct TextEncoderConfig {
     /// Number of token ids (vocabulary + padding); 0 means "set from the data set's vocabulary".
+    /// Unused with `pretrained`.
     pub vocab_size: usize,
     /// Longest prompt, in words.
     #[config(default = 16)]
@@ -33,11 +37,18 @@ pub struct TextEncoderConfig {
     /// Attention heads per layer.
     #[config(default = 4)]
     pub heads: usize,
+    /// A frozen pretrained encoder to condition on instead of training this one (then only
+    /// `width`, the width its token states are projected to, is used).
+    #[config(default = "None")]
+    pub pretrained: Option<PretrainedText>,
 }
 
 impl TextEncoderConfig {
     /// Checks sizes and divisibility.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.pretrained.is_some() {
+            return require_positive("width", self.width);
+        }
         if self.vocab_size < 2 {
             return Err(ConfigError::new(
                 "vocab_size",
@@ -51,6 +62,9 @@ impl TextEncoderConfig {
 
     /// Number of parameters of the encoder [`init`](Self::init) builds for `hidden`.
     pub fn num_params(&self, hidden: usize) -> u64 {
+        if let Some(pretrained) = self.pretrained {
+            return FrozenTextProjection::parameter_count(pretrained.width(), self.width, hidden);
+        }
         let linear = |i: u128, o: u128| i * o + o;
         let (w, d) = (self.width as u128, hidden as u128);
         // Two LayerNorms (scale and bias), attention (qkv, proj) and the MLP (ratio 4).

@@ -72,7 +72,7 @@ fn reference_parity_with_pytorch() {
     let t = Tensor::<1>::from_data(TensorData::new(floats(&t), [3]), &device);
     let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, token_shape), &device);
 
-    let text = dit.encode_text(tokens);
+    let text = dit.encode_text(dit_model::PromptInput::Words(tokens));
     let out = dit.forward(latent, t, &text);
     let expected = TensorData::new(floats(&eps), eps_shape);
     // The reference output has std ≈ 1.75; 1e-4 is far below any real discrepancy.

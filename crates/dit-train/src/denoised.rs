@@ -11,7 +11,7 @@
 use anyhow::Result;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_data::{VideoBatcher, VideoItem};
-use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, grid_timestep, sdedit};
+use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, grid_timestep, prompt_input, sdedit};
 use dit_infer::sampler::SamplerKind;
 use dit_model::TrainedModel;
 use dit_model::noise::gaussian;
@@ -79,7 +79,8 @@ impl DenoisedFrames {
             let mut rng = rng_for(config.seed, Stream::DecoderDenoising, number as u64);
             let start = starts[rng.random_range(0..starts.len())];
             let noise = gaussian(&mut rng, x0.dims(), device);
-            let denoised = sdedit((&model).into(), batch.tokens, x0, noise, start, &options);
+            let text = prompt_input((&model).into(), &batch.captions, device)?;
+            let denoised = sdedit((&model).into(), text, x0, noise, start, &options);
             latents.push(frames_of(denoised / spec.latent_scale));
             frames.push(frames_of(batch.videos));
         }

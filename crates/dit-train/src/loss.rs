@@ -7,9 +7,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_model::flow;
+use dit_model::frozen_text::{EncodedPrompt, FrozenText};
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
-use dit_model::{Dit, NoiseSchedule, Prediction};
+use dit_model::{Dit, NoiseSchedule, Prediction, PromptInput};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -82,18 +83,35 @@ pub fn diffusion_loss(
         0,
         Tensor::<1, Int>::from_data(TensorData::new(index, [batch]), device),
     );
-    let words = cache.tokens[0].len();
-    let ids: Vec<i64> = draws
-        .clips
-        .iter()
-        .zip(&draws.dropped)
-        .flat_map(|(&i, &drop)| {
-            cache.tokens[i]
+    let prompts = match &cache.frozen {
+        // A dropped caption is the null prompt: a row without tokens.
+        Some(frozen) => {
+            let rows: Vec<Option<&EncodedPrompt>> = draws
+                .clips
                 .iter()
-                .map(move |&id| if drop { 0 } else { id as i64 })
-        })
-        .collect();
-    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, words]), device);
+                .zip(&draws.dropped)
+                .map(|(&i, &drop)| (!drop).then(|| &frozen.prompts[frozen.index[i]]))
+                .collect();
+            PromptInput::Frozen(FrozenText::batch(&rows, frozen.width, device))
+        }
+        None => {
+            let words = cache.tokens[0].len();
+            let ids: Vec<i64> = draws
+                .clips
+                .iter()
+                .zip(&draws.dropped)
+                .flat_map(|(&i, &drop)| {
+                    cache.tokens[i]
+                        .iter()
+                        .map(move |&id| if drop { 0 } else { id as i64 })
+                })
+                .collect();
+            PromptInput::Words(Tensor::<2, Int>::from_data(
+                TensorData::new(ids, [batch, words]),
+                device,
+            ))
+        }
+    };
     // A flow draws its σ from the step's generator too, before the noise.
     let sigmas: Option<Vec<f64>> = (prediction == Prediction::Flow).then(|| {
         (0..batch)
@@ -116,7 +134,7 @@ pub fn diffusion_loss(
     };
     let target = prediction.target(schedule, x0, noise, &draws.timesteps);
     let t = Tensor::<1>::from_data(TensorData::new(t, [batch]), device);
-    let text = dit.encode_text(tokens);
+    let text = dit.encode_text(prompts);
     let predicted = dit.forward(x_t, t, &text);
     let per_sample = (predicted - target)
         .powi_scalar(2)

@@ -15,7 +15,7 @@ use burn::tensor::Device;
 use dit_data::VideoBatcher;
 use dit_infer::pipeline::TextToVideo;
 use dit_model::RunSpec;
-use dit_model::run::{DIT_FILE, TRAIN_DIR, loss_paths, save_module, write_spec};
+use dit_model::run::{DIT_FILE, TRAIN_DIR, load_frozen_text, loss_paths, save_module, write_spec};
 
 use crate::autoencoder::load_frozen;
 use crate::checkpoint::Checkpoint;
@@ -91,11 +91,13 @@ pub fn train(
     write_spec(run_dir, &spec, &tokenizer)?;
 
     let batcher = VideoBatcher::new(tokenizer.clone(), config.model.dit.text.max_words);
+    let frozen_text = load_frozen_text(&spec, device)?;
     let encode_start = std::time::Instant::now();
     let cache = LatentCache::encode(
         source,
         &batcher,
         &ae,
+        frozen_text.as_ref(),
         ae_report.latent_scale,
         d.train_clips,
         config.seed,
@@ -173,6 +175,7 @@ pub fn train(
         let ema_model = TextToVideo {
             spec: &spec,
             tokenizer: &tokenizer,
+            frozen_text: frozen_text.as_ref(),
             autoencoder: &ae,
             dit: &ckpt.ema,
         };

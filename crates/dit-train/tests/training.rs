@@ -9,12 +9,12 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use dit_data::{Composition, VideoBatcher, judge_clip, video_to_clips};
-use dit_model::Prediction;
 use dit_model::run::{
     AUTOENCODER_FILE, AUTOENCODER_REPORT_FILE as REPORT_FILE, AutoencoderReport, DIT_FILE,
     load_module, save_module,
 };
 use dit_model::weights::named_parameters;
+use dit_model::{Prediction, PromptInput};
 use dit_train::autoencoder::{self, DecoderRound};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
@@ -56,6 +56,7 @@ fn loss_falls_when_overfitting_one_batch() {
             tokens: (0..4)
                 .map(|i| vec![1 + i, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0])
                 .collect(),
+            frozen: None,
         };
         let schedule = config.diffusion.build();
         let mut optim = optimizer(&config.dit_training);
@@ -89,7 +90,11 @@ fn frozen_autoencoder_receives_no_gradient() {
     // The encoder runs inside the graph here, unlike in training where latents are cached.
     let latent = ae.encode(batch.videos).mean;
     let t = Tensor::<1>::from_floats([10.0, 700.0], &device);
-    let out = dit.forward(latent.clone() * 2.0, t, &dit.encode_text(batch.tokens));
+    let out = dit.forward(
+        latent.clone() * 2.0,
+        t,
+        &dit.encode_text(PromptInput::Words(batch.tokens)),
+    );
     let loss = (out - latent).powi_scalar(2).mean();
     let grads = loss.backward();
     let ae_grads = GradientsParams::from_grads(grads, &ae);
@@ -124,8 +129,12 @@ fn checkpoints_reload_bit_identically() {
     let tokens =
         Tensor::<2, Int>::from_data(TensorData::new(vec![1i64, 2, 0, 3, 0, 0], [2, 3]), &device);
     let t = Tensor::<1>::from_floats([5.0, 600.0], &device);
-    let a = dit.forward(latent.clone(), t.clone(), &dit.encode_text(tokens.clone()));
-    let b = back.forward(latent, t, &back.encode_text(tokens));
+    let a = dit.forward(
+        latent.clone(),
+        t.clone(),
+        &dit.encode_text(PromptInput::Words(tokens.clone())),
+    );
+    let b = back.forward(latent, t, &back.encode_text(PromptInput::Words(tokens)));
     a.into_data().assert_eq(&b.into_data(), true);
 }
 

@@ -177,6 +177,12 @@ fn bench_train(
     batch: usize,
     repeats: usize,
 ) -> Result<Timing> {
+    if let Some(pretrained) = dit_config.text.pretrained {
+        anyhow::bail!(
+            "the training benchmark feeds word ids; this config conditions on {}",
+            pretrained.name()
+        );
+    }
     let train_device = device.clone().autodiff();
     let mut dit = dit_config.init(&train_device)?;
     let mut optim = optimizer(&config.dit_training);
@@ -207,6 +213,7 @@ fn bench_train(
                     .collect()
             })
             .collect(),
+        frozen: None,
     };
     let schedule = config.diffusion.build();
     let mut timing = Timing::default();
@@ -250,9 +257,11 @@ fn bench_sample(
     );
     let autoencoder = model_config.autoencoder.init(device)?;
     let dit = dit_config.init(device)?;
+    let frozen_text = dit_model::run::load_frozen_text(&spec, device)?;
     let model = TextToVideo {
         spec: &spec,
         tokenizer: &tokenizer,
+        frozen_text: frozen_text.as_ref(),
         autoencoder: &autoencoder,
         dit: &dit,
     };

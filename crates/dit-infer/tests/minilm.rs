@@ -1,0 +1,173 @@
+//! `dit-infer` on a model that conditions on the frozen all-MiniLM-L6-v2: any text is a
+//! prompt (the trained encoder's vocabulary check does not apply), long text is cut with a
+//! note, and a missing model folder is a one-line error saying how to fetch it. Needs the
+//! weights (`scripts/fetch-minilm.sh`); skipped without them unless `DIT_REQUIRE_MINILM` is
+//! set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::tensor::Device;
+use dit_data::vocabulary;
+use dit_model::frozen_text::PretrainedText;
+use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
+use dit_model::{
+    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
+    Tokenizer,
+};
+
+fn model_dir() -> Option<PathBuf> {
+    let dir = dit_model::minilm::model_dir();
+    if !dir.join("model.safetensors").is_file() && std::env::var_os("DIT_REQUIRE_MINILM").is_none()
+    {
+        eprintln!("skipped: no {} (scripts/fetch-minilm.sh)", dir.display());
+        return None;
+    }
+    Some(dir)
+}
+
+/// A run folder with an untrained 4-frame model conditioned on all-MiniLM-L6-v2.
+fn run_folder() -> tempfile::TempDir {
+    let folder = tempfile::Builder::new()
+        .prefix("dit-infer-minilm-")
+        .tempdir()
+        .unwrap();
+    let dir = folder.path();
+    let device = Device::default();
+    let tokenizer = Tokenizer::new(&vocabulary());
+    let text = TextEncoderConfig::new(tokenizer.num_ids())
+        .with_width(16)
+        .with_pretrained(Some(PretrainedText::MiniLmL6V2));
+    let dit = DitConfig {
+        hidden: 32,
+        depth: 1,
+        heads: 2,
+        cross_attention: true,
+        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
+    };
+    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
+    let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0);
+    write_spec(dir, &spec, &tokenizer).unwrap();
+    save_module(
+        &model.autoencoder.init(&device).unwrap(),
+        &dir.join(AUTOENCODER_FILE),
+    )
+    .unwrap();
+    save_module(&model.dit.init(&device).unwrap(), &dir.join(DIT_FILE)).unwrap();
+    folder
+}
+
+fn dit_infer(args: &[&str], minilm_dir: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dit-infer"))
+        .args(args)
+        .env("DIT_MINILM_DIR", minilm_dir)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn any_text_is_a_prompt_and_long_text_is_cut_with_a_note() {
+    let Some(minilm) = model_dir() else { return };
+    let run_guard = run_folder();
+    let run = run_guard.path();
+    let spec = std::fs::read_to_string(run.join("model.json")).unwrap();
+    assert!(spec.contains("\"all-MiniLM-L6-v2\""), "{spec}");
+
+    let out = run.join("sora.gif");
+    let args = |prompt: &'static str, out: &Path| -> Vec<String> {
+        [
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--steps",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run_with = |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        dit_infer(&args, &minilm)
+    };
+    // Words no Moving Shapes caption has, punctuation and an emoji.
+    let o = run_with(args(
+        "sora is sky — a maroon globe, gliding north! 🚀",
+        &out,
+    ));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata(&out).unwrap().len() > 0);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("note:"), "{stderr}");
+
+    // The same prompt and seed make the same bytes.
+    let again = run.join("again.gif");
+    let o = run_with(args(
+        "sora is sky — a maroon globe, gliding north! 🚀",
+        &again,
+    ));
+    assert!(o.status.success());
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap());
+
+    // 150 words are more than 128 tokens: generated from the first 126 pieces, with a note.
+    let long: &'static str = Box::leak(vec!["sky"; 150].join(" ").into_boxed_str());
+    let o = run_with(args(long, &run.join("long.gif")));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("note: prompt 0 is longer than 128 tokens"),
+        "{stderr}"
+    );
+
+    // The trace page reads the prompt as WordPiece tokens.
+    let page = run.join("trace");
+    let o = run_with(
+        [
+            "trace",
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--prompt",
+            "a red circle moving left",
+            "--steps",
+            "2",
+            "--out",
+            page.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(page.join("index.html")).unwrap();
+    assert!(
+        html.contains("WordPiece") && html.contains("[CLS]"),
+        "no WordPiece table"
+    );
+}
+
+#[test]
+fn a_missing_encoder_is_a_one_line_error_that_says_how_to_fetch_it() {
+    let run_guard = run_folder();
+    let run = run_guard.path();
+    let out = run.join("x.gif");
+    let o = dit_infer(
+        &[
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--prompt",
+            "sora is sky",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Path::new("/nonexistent/all-MiniLM-L6-v2"),
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("all-MiniLM-L6-v2") && stderr.contains("scripts/fetch-minilm.sh"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!out.exists());
+}

@@ -338,6 +338,58 @@ fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
     );
 }
 
+/// The four-stage micro recipe with the DiT conditioned on the frozen all-MiniLM-L6-v2
+/// (cross-attention to its token states): it trains, `model.json` names the encoder, and a
+/// run killed inside every stage ends bit-identical to one never stopped (the captions'
+/// features are encoded again on each resume). Skipped without the weights, unless
+/// `DIT_REQUIRE_MINILM` is set.
+#[test]
+fn a_minilm_recipe_trains_and_a_killed_run_resumes_bit_identically() {
+    if !dit_model::minilm::model_dir()
+        .join("model.safetensors")
+        .is_file()
+        && std::env::var_os("DIT_REQUIRE_MINILM").is_none()
+    {
+        eprintln!("skipped: no all-MiniLM-L6-v2 (scripts/fetch-minilm.sh)");
+        return;
+    }
+    let dir_guard = temp_dir("minilm");
+    let dir = dir_guard.path().to_path_buf();
+    let text = std::fs::read_to_string(recipe_micro(&dir))
+        .unwrap()
+        .replacen("cross_attention = false\n", "cross_attention = true\n", 1)
+        .replacen(
+            "[model.dit.text]\n",
+            "[model.dit.text]\npretrained = \"all-MiniLM-L6-v2\"\n",
+            1,
+        );
+    let config = dir.join("minilm.toml");
+    std::fs::write(&config, text).unwrap();
+    let straight = dir.join("straight");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        straight.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let spec = dit_model::run::read_spec(&straight).unwrap();
+    assert_eq!(
+        spec.model.dit.text.pretrained,
+        Some(dit_model::frozen_text::PretrainedText::MiniLmL6V2)
+    );
+    let names = std::fs::read_to_string(straight.join("model.json")).unwrap();
+    assert!(names.contains("\"all-MiniLM-L6-v2\""), "{names}");
+    let killed = dir.join("killed");
+    let kills = kill_and_resume(&config, &killed);
+    assert!(kills >= 4, "only {kills} runs were killed before finishing");
+    assert_same(
+        &run_contents(&killed),
+        &run_contents(&straight),
+        "the killed MiniLM run ended elsewhere",
+    );
+}
+
 /// Waits until `run`'s lock file names `pid` (the process holds the lock), for up to 60 s.
 fn wait_for_lock(run: &Path, pid: u32) {
     let start = std::time::Instant::now();
@@ -450,6 +502,24 @@ fn bad_configs_are_one_line_errors() {
             "patch-frames",
             good.replacen("patch_frames = 1", "patch_frames = 3", 1),
             "must divide latent_frames",
+        ),
+        (
+            "minilm-without-cross-attention",
+            good.replacen(
+                "[model.dit.text]\n",
+                "[model.dit.text]\npretrained = \"all-MiniLM-L6-v2\"\n",
+                1,
+            ),
+            "cross_attention` must be true with text.pretrained",
+        ),
+        (
+            "unknown-encoder",
+            good.replacen(
+                "[model.dit.text]\n",
+                "[model.dit.text]\npretrained = \"t5-xxl\"\n",
+                1,
+            ),
+            "unknown variant `t5-xxl`, expected `all-MiniLM-L6-v2`",
         ),
         (
             "unknown",

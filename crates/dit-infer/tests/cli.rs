@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use burn::tensor::Device;
 use dit_data::vocabulary;
-use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
+use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, write_untrained_run};
 use dit_model::{
     AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
     Tokenizer,
@@ -38,14 +38,8 @@ fn run_folder(name: &str) -> tempfile::TempDir {
         ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
     };
     let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0);
-    write_spec(dir, &spec, &tokenizer).unwrap();
-    save_module(
-        &model.autoencoder.init(&device).unwrap(),
-        &dir.join(AUTOENCODER_FILE),
-    )
-    .unwrap();
-    save_module(&model.dit.init(&device).unwrap(), &dir.join(DIT_FILE)).unwrap();
+    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    write_untrained_run(dir, &spec, &tokenizer, &device).unwrap();
     folder
 }
 

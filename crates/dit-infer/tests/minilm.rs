@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use burn::tensor::Device;
 use dit_data::vocabulary;
 use dit_model::frozen_text::PretrainedText;
-use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, save_module, write_spec};
+use dit_model::run::{RunSpec, write_untrained_run};
 use dit_model::{
     AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
     Tokenizer,
@@ -32,8 +32,6 @@ fn run_folder() -> tempfile::TempDir {
         .prefix("dit-infer-minilm-")
         .tempdir()
         .unwrap();
-    let dir = folder.path();
-    let device = Device::default();
     let tokenizer = Tokenizer::new(&vocabulary());
     let text = TextEncoderConfig::new(tokenizer.num_ids())
         .with_width(16)
@@ -46,14 +44,8 @@ fn run_folder() -> tempfile::TempDir {
         ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
     };
     let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0);
-    write_spec(dir, &spec, &tokenizer).unwrap();
-    save_module(
-        &model.autoencoder.init(&device).unwrap(),
-        &dir.join(AUTOENCODER_FILE),
-    )
-    .unwrap();
-    save_module(&model.dit.init(&device).unwrap(), &dir.join(DIT_FILE)).unwrap();
+    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    write_untrained_run(folder.path(), &spec, &tokenizer, &Device::default()).unwrap();
     folder
 }
 

@@ -359,6 +359,26 @@ pub fn write_spec(dir: &Path, spec: &RunSpec, tokenizer: &Tokenizer) -> Result<(
     write_atomic(&dir.join(VOCAB_FILE), tokenizer.to_json().as_bytes())
 }
 
+/// Writes a complete run folder of an untrained model of `spec` (freshly initialised
+/// autoencoder and DiT): what tests and demonstrations of the tools need when the plumbing,
+/// not the training, is what matters.
+pub fn write_untrained_run(
+    dir: &Path,
+    spec: &RunSpec,
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<(), RunError> {
+    let invalid = |e: ConfigError| RunError::Corrupt {
+        path: dir.join(SPEC_FILE),
+        message: e.to_string(),
+    };
+    write_spec(dir, spec, tokenizer)?;
+    let autoencoder = spec.model.autoencoder.init(device).map_err(invalid)?;
+    save_module(&autoencoder, &dir.join(AUTOENCODER_FILE))?;
+    let dit = spec.model.dit.init(device).map_err(invalid)?;
+    save_module(&dit, &dir.join(DIT_FILE))
+}
+
 /// Reads the tokenizer of a run folder and checks it fits the spec.
 fn read_tokenizer(dir: &Path, spec: &RunSpec) -> Result<Tokenizer, RunError> {
     let path = dir.join(VOCAB_FILE);

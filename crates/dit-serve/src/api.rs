@@ -252,13 +252,18 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
     };
     let one_line =
         |e: GenerateError| ApiError::bad_request(format!("{:#}", anyhow::Error::from(e)));
-    check_prompt(
-        &info.tokenizer,
-        info.spec.model.dit.text.max_words,
-        &body.prompt,
-        0,
-    )
-    .map_err(one_line)?;
+    // A frozen pretrained encoder reads any text; the trained one only its vocabulary.
+    if info.spec.model.dit.text.pretrained.is_none() {
+        check_prompt(
+            &info.tokenizer,
+            info.spec.model.dit.text.max_words,
+            &body.prompt,
+            0,
+        )
+        .map_err(one_line)?;
+    } else if body.prompt.trim().is_empty() {
+        return Err(ApiError::bad_request("the prompt is empty"));
+    }
     options
         .validate(info.spec.diffusion.steps, prediction)
         .map_err(one_line)?;
@@ -312,9 +317,15 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
         .filter(|k| k.fits(prediction))
         .map(SamplerKind::name)
         .collect();
+    let pretrained = info.spec.model.dit.text.pretrained;
     Json(json!({
         "words": words,
-        "max_words": info.spec.model.dit.text.max_words,
+        "text_encoder": pretrained.map_or("trained with the model", |p| p.name()),
+        "any_text": pretrained.is_some(),
+        "max_words": match pretrained {
+            None => info.spec.model.dit.text.max_words,
+            Some(_) => dit_model::minilm::MAX_TOKENS,
+        },
         "max_prompt_chars": MAX_PROMPT_CHARS,
         "examples": examples,
         "defaults": {

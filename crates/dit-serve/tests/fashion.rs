@@ -7,7 +7,7 @@ mod common;
 
 use burn::tensor::Device;
 use dit_data::fashion::{FashionComposition, fashion_vocabulary};
-use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, save_module, write_spec};
+use dit_model::run::write_untrained_run;
 use dit_model::{
     AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, RunSpec,
     TextEncoderConfig, Tokenizer, TrainingData,
@@ -34,19 +34,9 @@ fn fashion_run() -> tempfile::TempDir {
         ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
     };
     let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model.clone(), DiffusionConfig::new(), 4, 32, 1.0)
+    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0)
         .with_data(Some(TrainingData::MovingFashion));
-    write_spec(folder.path(), &spec, &tokenizer).unwrap();
-    save_module(
-        &model.autoencoder.init(&device).unwrap(),
-        &folder.path().join(AUTOENCODER_FILE),
-    )
-    .unwrap();
-    save_module(
-        &model.dit.init(&device).unwrap(),
-        &folder.path().join(DIT_FILE),
-    )
-    .unwrap();
+    write_untrained_run(folder.path(), &spec, &tokenizer, &device).unwrap();
     folder
 }
 

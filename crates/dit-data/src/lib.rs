@@ -2,6 +2,7 @@
 //!
 //! - [`clip`]: [`Clip`], an RGB video clip in memory;
 //! - [`shapes`]: the Moving Shapes palette, shapes, directions, compositions and captions;
+//! - [`unseen`]: Moving Shapes prompts in words no caption has (for pretrained text encoders);
 //! - [`render`]: the renderer of one Moving Shapes clip;
 //! - [`moving_shapes`]: the procedurally generated, deterministic data set;
 //! - [`fashion`]: the Moving Fashion classes, compositions and captions;
@@ -29,6 +30,7 @@ pub mod moving_fashion;
 pub mod moving_shapes;
 pub mod render;
 pub mod shapes;
+pub mod unseen;
 pub mod video;
 
 pub use batcher::{

@@ -212,8 +212,21 @@ pub fn eval_phrasings(i: usize) -> [Phrasing; 4] {
 /// One clip to generate and judge.
 struct Job {
     composition: Composition,
-    phrasing: Phrasing,
+    prompt: String,
+    groups: [String; 4],
     seed: u64,
+}
+
+impl Job {
+    /// The clip of `composition` in `phrasing`, from `seed`.
+    fn phrased(composition: Composition, phrasing: Phrasing, seed: u64) -> Self {
+        Self {
+            composition,
+            prompt: composition.caption(phrasing),
+            groups: composition.phrasing_groups(phrasing),
+            seed,
+        }
+    }
 }
 
 /// Generates and judges clips for all 72 compositions, in each of
@@ -228,11 +241,11 @@ pub fn evaluate(
     for composition in Composition::all() {
         for phrasing in eval_phrasings(composition.index()) {
             for s in 0..options.seeds {
-                jobs.push(Job {
+                jobs.push(Job::phrased(
                     composition,
                     phrasing,
-                    seed: options.sampling.seed + s as u64,
-                });
+                    options.sampling.seed + s as u64,
+                ));
             }
         }
     }
@@ -259,6 +272,128 @@ pub fn evaluate(
     Ok((report, results))
 }
 
+/// What the unseen-word evaluation reports (`unseen.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct UnseenReport {
+    /// The prompts of the 66 training compositions.
+    pub train: Scores,
+    /// The prompts of the 6 held-out compositions.
+    pub held_out: Scores,
+    /// Accuracies per unseen word (colour word, noun, motion phrase) and per template.
+    pub words: Vec<GroupScores>,
+    /// The sampler.
+    pub sampler: String,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Guidance scale.
+    pub guidance: f64,
+    /// Seeds per prompt.
+    pub seeds: usize,
+    /// Seconds spent sampling.
+    pub sampling_seconds: f64,
+    /// Every clip's verdict.
+    pub verdicts: Vec<Verdict>,
+}
+
+/// The target joint accuracy on unseen-word prompts (issue #29; the trained encoder refuses
+/// them).
+pub const UNSEEN_TARGET_JOINT: f64 = 0.6;
+
+/// Generates and judges the unseen-word prompts of every composition
+/// ([`dit_data::unseen::unseen_prompts`]), `seeds` seeds each. Only a model that reads
+/// prompts through a pretrained text encoder can read them.
+pub fn evaluate_unseen(
+    model: &TrainedModel,
+    options: &EvalOptions,
+    device: &Device,
+    progress: impl FnMut(usize, usize),
+) -> Result<(UnseenReport, Vec<(Clip, Verdict)>)> {
+    if model.frozen_text.is_none() {
+        anyhow::bail!(
+            "this checkpoint reads prompts with its own text encoder, which knows only the {} words of its training captions: unseen-word prompts need a model on a pretrained encoder (text.pretrained)",
+            model.tokenizer.words().len()
+        );
+    }
+    let mut jobs = Vec::new();
+    for prompt in dit_data::unseen::unseen_prompts() {
+        for s in 0..options.seeds {
+            jobs.push(Job {
+                composition: prompt.composition,
+                prompt: prompt.prompt.clone(),
+                groups: prompt.groups.clone(),
+                seed: options.sampling.seed + s as u64,
+            });
+        }
+    }
+    let start = std::time::Instant::now();
+    let results = judge_jobs(model.into(), &jobs, options, device, progress)?;
+    let sampling_seconds = start.elapsed().as_secs_f64();
+    let verdicts: Vec<Verdict> = results.iter().map(|r| r.1.clone()).collect();
+    let report = UnseenReport {
+        train: Scores::of(verdicts.iter().filter(|v| !v.held_out)),
+        held_out: Scores::of(verdicts.iter().filter(|v| v.held_out)),
+        words: group_scores(&verdicts),
+        sampler: options.sampling.sampler.to_string(),
+        steps: options.sampling.steps,
+        guidance: options.sampling.guidance,
+        seeds: options.seeds,
+        sampling_seconds,
+        verdicts,
+    };
+    Ok((report, results))
+}
+
+/// The unseen-word report as a table.
+pub fn unseen_table(report: &UnseenReport) -> String {
+    let mut out = String::from(
+        "| unseen-word prompts | clips | colour | shape | direction | joint |\n|---|---|---|---|---|---|\n",
+    );
+    let mut row = |name: &str, s: &Scores| {
+        out += &format!(
+            "| {name} | {} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+            s.clips, s.colour, s.shape, s.direction, s.joint
+        );
+    };
+    row("training compositions (66)", &report.train);
+    row("held-out compositions (6)", &report.held_out);
+    for g in &report.words {
+        row(&g.group, &g.scores);
+    }
+    out += &format!(
+        "\n{} {} steps, guidance {}, {} seed(s) per prompt, sampling {:.0} s; target: joint ≥ {UNSEEN_TARGET_JOINT} on both\n",
+        report.steps, report.sampler, report.guidance, report.seeds, report.sampling_seconds
+    );
+    out
+}
+
+/// Writes `unseen.json` and `unseen-failures.png` into `dir`.
+pub fn write_unseen_report(
+    report: &UnseenReport,
+    results: &[(Clip, Verdict)],
+    dir: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_atomic(
+        &dir.join("unseen.json"),
+        serde_json::to_string_pretty(report)?.as_bytes(),
+    )?;
+    let failures: Vec<(&Clip, [String; 3])> = results
+        .iter()
+        .filter(|(_, v)| !(v.colour && v.shape && v.direction))
+        .map(|(clip, v)| (clip, failure_text(v)))
+        .collect();
+    let settings = format!(
+        "{} {} steps · guidance {}",
+        report.steps, report.sampler, report.guidance
+    );
+    write_failures(
+        &failures,
+        results.len(),
+        &settings,
+        &dir.join("unseen-failures.png"),
+    )
+}
+
 /// A quick measure of prompt fidelity, for curves during training: every composition
 /// once, composition `i` in phrasing `i mod 4` of [`eval_phrasings`], one seed
 /// (`options.sampling.seed`). Returns the scores on the training and the held-out
@@ -270,10 +405,9 @@ pub fn quick_scores(
 ) -> Result<(Scores, Scores)> {
     let jobs: Vec<Job> = Composition::all()
         .into_iter()
-        .map(|composition| Job {
-            composition,
-            phrasing: eval_phrasings(composition.index())[composition.index() % 4],
-            seed: options.sampling.seed,
+        .map(|composition| {
+            let phrasing = eval_phrasings(composition.index())[composition.index() % 4];
+            Job::phrased(composition, phrasing, options.sampling.seed)
         })
         .collect();
     let results = judge_jobs(model, &jobs, options, device, |_, _| {})?;
@@ -300,10 +434,7 @@ fn judge_jobs(
             by_seed.entry(job.seed).or_default().push(job);
         }
         for (seed, group) in by_seed {
-            let prompts: Vec<String> = group
-                .iter()
-                .map(|j| j.composition.caption(j.phrasing))
-                .collect();
+            let prompts: Vec<String> = group.iter().map(|j| j.prompt.clone()).collect();
             let sampling = GenerateOptions {
                 seed,
                 ..options.sampling.clone()
@@ -320,7 +451,7 @@ fn judge_jobs(
                     shape: m.shape,
                     direction: m.direction,
                     held_out: job.composition.is_held_out(),
-                    groups: job.composition.phrasing_groups(job.phrasing),
+                    groups: job.groups.clone(),
                     area_variation: judgement.area_variation,
                     seed,
                 };

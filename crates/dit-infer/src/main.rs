@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 use dit_data::figure::write_prompt_sheet;
 use dit_data::idx::fashion_mnist_dir;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, write_clip, write_frames};
-use dit_infer::eval::{EvalOptions, evaluate, table, write_report};
+use dit_infer::eval::{
+    EvalOptions, evaluate, evaluate_unseen, table, unseen_table, write_report, write_unseen_report,
+};
 use dit_infer::fashion_eval::{
     FashionEvalOptions, evaluate_fashion, fashion_table, write_fashion_report,
 };
@@ -113,6 +115,10 @@ enum Command {
         /// (default: the shipped checkpoints/fashion-classifier).
         #[arg(long)]
         classifier: Option<PathBuf>,
+        /// Judge prompts in words no training caption has instead (Moving Shapes models on
+        /// a pretrained text encoder): writes unseen.json and unseen-failures.png.
+        #[arg(long)]
+        unseen_words: bool,
     },
     /// Follow one prompt through every step of the pipeline, from the model's real tensors:
     /// writes OUT/index.html (self-contained), a PNG per picture and OUT/trace.json.
@@ -221,6 +227,7 @@ fn run_eval(
     report_dir: Option<PathBuf>,
     batch: usize,
     classifier: Option<PathBuf>,
+    unseen_words: bool,
 ) -> Result<()> {
     if seeds == 0 || batch == 0 {
         bail!("--seeds and --batch must be positive");
@@ -241,6 +248,11 @@ fn run_eval(
     let bar = progress_bar("judged {bar:30} {pos}/{len} clips [{elapsed_precise}]");
     match model.spec.training_data() {
         TrainingData::MovingShapes => {}
+        TrainingData::MovingFashion if unseen_words => {
+            bail!(
+                "--unseen-words judges Moving Shapes prompts; this checkpoint learned Moving Fashion"
+            )
+        }
         TrainingData::MovingFashion => {
             let options = FashionEvalOptions {
                 seeds,
@@ -269,6 +281,17 @@ fn run_eval(
         sampling,
         batch,
     };
+    if unseen_words {
+        let (report, results) = evaluate_unseen(&model, &options, &device, |done, total| {
+            bar.set_length(total as u64);
+            bar.set_position(done.min(total) as u64);
+        })?;
+        bar.finish_and_clear();
+        write_unseen_report(&report, &results, &report_dir)?;
+        print!("{}", unseen_table(&report));
+        println!("wrote {}", report_dir.join("unseen.json").display());
+        return Ok(());
+    }
     let (report, results) = evaluate(&model, &options, &device, |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done.min(total) as u64);
@@ -332,6 +355,7 @@ fn run(args: Args) -> Result<()> {
         report_dir,
         batch,
         classifier,
+        unseen_words,
     }) = &args.command
     {
         return run_eval(
@@ -340,6 +364,7 @@ fn run(args: Args) -> Result<()> {
             report_dir.clone(),
             *batch,
             classifier.clone(),
+            *unseen_words,
         );
     }
     if args.scale == 0 || args.scale > 64 {

@@ -138,6 +138,67 @@ fn any_text_is_a_prompt_and_long_text_is_cut_with_a_note() {
     );
 }
 
+/// `eval --unseen-words` generates and judges the 144 unseen-word prompts and reports each
+/// word; a model with its own vocabulary refuses the measurement in one line.
+#[test]
+fn eval_judges_the_unseen_word_prompts() {
+    let Some(minilm) = model_dir() else { return };
+    let run_guard = run_folder();
+    let run = run_guard.path();
+    let report = run.join("eval");
+    let args = [
+        "eval",
+        "--unseen-words",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--seeds",
+        "1",
+        "--steps",
+        "1",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ];
+    let o = dit_infer(&args, &minilm);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| colour: crimson |"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("unseen.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["verdicts"].as_array().unwrap().len(), 144);
+    assert_eq!(json["train"]["clips"], 132);
+    assert_eq!(json["held_out"]["clips"], 12);
+    // 12 colour words, 6 nouns, 8 motion phrases, 2 templates.
+    assert_eq!(json["words"].as_array().unwrap().len(), 28);
+
+    let words_model = tempfile::tempdir().unwrap();
+    let tokenizer = Tokenizer::new(&vocabulary());
+    let text = TextEncoderConfig::new(tokenizer.num_ids())
+        .with_width(16)
+        .with_depth(1)
+        .with_heads(2)
+        .with_max_words(12);
+    let dit = DitConfig {
+        hidden: 32,
+        depth: 1,
+        heads: 2,
+        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
+    };
+    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
+    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    write_untrained_run(words_model.path(), &spec, &tokenizer, &Device::default()).unwrap();
+    let mut args = args;
+    args[3] = words_model.path().to_str().unwrap();
+    let o = dit_infer(&args, &minilm);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("unseen-word prompts need a model on a pretrained encoder"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
 #[test]
 fn a_missing_encoder_is_a_one_line_error_that_says_how_to_fetch_it() {
     let run_guard = run_folder();

@@ -120,8 +120,9 @@ impl Browser {
     }
 }
 
-#[test]
-fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
+/// Headless Chromium under chromedriver, and what must live as long as the session; `None`
+/// (after saying so) when they are not installed and `DIT_REQUIRE_BROWSER` is not set.
+fn open_browser() -> Option<(Browser, Process, tempfile::TempDir)> {
     let (Some(chromium), Some(chromedriver)) = (
         binary("DIT_CHROMIUM", "/usr/bin/chromium"),
         binary("DIT_CHROMEDRIVER", "/usr/bin/chromedriver"),
@@ -134,17 +135,8 @@ fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
         eprintln!(
             "skipped: no chromium and chromedriver (apt-get install chromium chromium-driver)"
         );
-        return;
+        return None;
     };
-
-    // The studio, on a free port of 127.0.0.1 (it prints its address).
-    let (server, address, lines) = start_studio(&[]);
-    let base = format!("http://{address}");
-    assert!(
-        address.starts_with("127.0.0.1:"),
-        "binds localhost by default: {address}"
-    );
-    let mut server = Process(server);
 
     // chromedriver on a free port.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -152,7 +144,7 @@ fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
         .local_addr()
         .unwrap()
         .port();
-    let _driver = Process(
+    let driver_process = Process(
         Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -211,6 +203,24 @@ fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
         agent: client(),
         session: format!("{driver}/session/{id}"),
     };
+
+    Some((browser, driver_process, profile))
+}
+
+#[test]
+fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
+    let Some((browser, _driver, _profile)) = open_browser() else {
+        return;
+    };
+    // The studio, on a free port of 127.0.0.1 (it prints its address).
+    let (server, address, lines) = start_studio(&[]);
+    let base = format!("http://{address}");
+    assert!(
+        address.starts_with("127.0.0.1:"),
+        "binds localhost by default: {address}"
+    );
+    let mut server = Process(server);
+    let agent = client();
 
     browser.command("POST", "/url", json!({ "url": base }));
     browser.wait_for(
@@ -290,4 +300,56 @@ fn a_browser_generates_a_clip_and_sees_its_previews_and_trace() {
     assert!(exit.success(), "{exit}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
+}
+
+/// A model on the frozen all-MiniLM-L6-v2 (untrained: the page is what is tested): the page
+/// names the encoder, takes words no caption has without flagging them, and generates.
+/// Skipped without the weights unless `DIT_REQUIRE_MINILM` is set.
+#[test]
+fn a_browser_prompts_a_minilm_model_in_any_words() {
+    let weights = dit_model::minilm::model_dir().join("model.safetensors");
+    if !weights.is_file() && std::env::var_os("DIT_REQUIRE_MINILM").is_none() {
+        eprintln!(
+            "skipped: no {} (scripts/fetch-minilm.sh)",
+            weights.display()
+        );
+        return;
+    }
+    let Some((browser, _driver, _profile)) = open_browser() else {
+        return;
+    };
+    let run = common::minilm_run();
+    let (server, address, _) = start_studio(&["--checkpoint", run.path().to_str().unwrap()]);
+    let _server = Process(server);
+    browser.command(
+        "POST",
+        "/url",
+        json!({ "url": format!("http://{address}") }),
+    );
+    browser.wait_for(
+        "return document.body.dataset.ready === 'yes'",
+        Duration::from_secs(10),
+        "vocabulary",
+    );
+    assert!(
+        browser
+            .text("#words")
+            .starts_with("Text encoder: all-MiniLM-L6-v2 (frozen)"),
+        "{}",
+        browser.text("#words")
+    );
+    browser.type_into("#prompt", "sora is sky");
+    assert_eq!(
+        browser.text("#prompt-check"),
+        "Read by all-MiniLM-L6-v2: any words work."
+    );
+    browser.type_into("#steps", "2");
+    browser.click("#generate");
+    browser.wait_for(
+        "return document.body.dataset.state === 'done' && document.getElementById('clip').complete \
+         && document.getElementById('clip').naturalWidth > 0",
+        Duration::from_secs(60),
+        "clip",
+    );
+    browser.command("DELETE", "", Value::Null);
 }

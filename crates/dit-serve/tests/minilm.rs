@@ -6,14 +6,6 @@
 
 mod common;
 
-use burn::tensor::Device;
-use dit_data::vocabulary;
-use dit_model::frozen_text::PretrainedText;
-use dit_model::run::write_untrained_run;
-use dit_model::{
-    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, RunSpec,
-    TextEncoderConfig, Tokenizer,
-};
 use serde_json::json;
 
 #[test]
@@ -24,25 +16,7 @@ fn a_minilm_model_takes_any_words_and_says_so() {
         eprintln!("skipped: no {} (scripts/fetch-minilm.sh)", dir.display());
         return;
     }
-    let run = tempfile::Builder::new()
-        .prefix("dit-serve-minilm-")
-        .tempdir()
-        .unwrap();
-    let tokenizer = Tokenizer::new(&vocabulary());
-    let text = TextEncoderConfig::new(tokenizer.num_ids())
-        .with_width(16)
-        .with_pretrained(Some(PretrainedText::MiniLmL6V2));
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        cross_attention: true,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
-    write_untrained_run(run.path(), &spec, &tokenizer, &Device::default()).unwrap();
-
+    let run = common::minilm_run();
     let (mut child, address, _) =
         common::start_studio(&["--checkpoint", run.path().to_str().unwrap()]);
     let agent = common::client();

@@ -138,6 +138,36 @@ pub fn events(agent: &ureq::Agent, url: &str) -> Vec<(String, serde_json::Value)
     out
 }
 
+/// A run folder of an untrained 4-frame Moving Shapes model that conditions on the frozen
+/// all-MiniLM-L6-v2.
+pub fn minilm_run() -> tempfile::TempDir {
+    use dit_model::frozen_text::PretrainedText;
+    use dit_model::{
+        AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, RunSpec,
+        TextEncoderConfig, Tokenizer,
+    };
+    let run = tempfile::Builder::new()
+        .prefix("dit-serve-minilm-")
+        .tempdir()
+        .unwrap();
+    let tokenizer = Tokenizer::new(&dit_data::vocabulary());
+    let text = TextEncoderConfig::new(tokenizer.num_ids())
+        .with_width(16)
+        .with_pretrained(Some(PretrainedText::MiniLmL6V2));
+    let dit = DitConfig {
+        hidden: 32,
+        depth: 1,
+        heads: 2,
+        cross_attention: true,
+        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
+    };
+    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
+    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    dit_model::run::write_untrained_run(run.path(), &spec, &tokenizer, &Default::default())
+        .unwrap();
+    run
+}
+
 /// The shipped checkpoint.
 pub fn shipped() -> std::path::PathBuf {
     dit_infer::default_checkpoint()

@@ -408,6 +408,11 @@ const MARK_ROW: i64 = 19;
 const CHART_PAD: i64 = 10;
 
 impl LineChart {
+    /// The names of its series, in the order they were added (the legend's order).
+    pub fn series_names(&self) -> Vec<&str> {
+        self.series.iter().map(|s| s.name.as_str()).collect()
+    }
+
     /// An empty chart with a title and axis labels; the y axis chooses its scale
     /// ([`YScale::Auto`]) and each series is drawn raw and smoothed.
     pub fn new(

@@ -372,26 +372,11 @@ pub fn write_unseen_report(
     results: &[(Clip, Verdict)],
     dir: &Path,
 ) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    write_atomic(
-        &dir.join("unseen.json"),
-        serde_json::to_string_pretty(report)?.as_bytes(),
-    )?;
-    let failures: Vec<(&Clip, [String; 3])> = results
-        .iter()
-        .filter(|(_, v)| !(v.colour && v.shape && v.direction))
-        .map(|(clip, v)| (clip, failure_text(v)))
-        .collect();
     let settings = format!(
         "{} {} steps · guidance {}",
         report.steps, report.sampler, report.guidance
     );
-    write_failures(
-        &failures,
-        results.len(),
-        &settings,
-        &dir.join("unseen-failures.png"),
-    )
+    write_json_and_failures(report, results, &settings, dir, "unseen")
 }
 
 /// A quick measure of prompt fidelity, for curves during training: every composition
@@ -580,9 +565,25 @@ pub const MAX_FAILURES_SHOWN: usize = 48;
 /// clips, one per row, each with its prompt and seed, what it asked for and what the judge
 /// saw (naming the parts that were wrong).
 pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) -> Result<()> {
+    let settings = format!(
+        "{} {} steps · guidance {}",
+        report.steps, report.sampler, report.guidance
+    );
+    write_json_and_failures(report, results, &settings, dir, "eval")
+}
+
+/// Writes `report` as `dir/<name>.json` and the sheet of `results`' failed clips as
+/// `dir/failures.png` (for `eval`) or `dir/<name>-failures.png`.
+fn write_json_and_failures(
+    report: &impl Serialize,
+    results: &[(Clip, Verdict)],
+    settings: &str,
+    dir: &Path,
+    name: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     write_atomic(
-        &dir.join("eval.json"),
+        &dir.join(format!("{name}.json")),
         serde_json::to_string_pretty(report)?.as_bytes(),
     )?;
     let failures: Vec<(&Clip, [String; 3])> = results
@@ -590,16 +591,12 @@ pub fn write_report(report: &Report, results: &[(Clip, Verdict)], dir: &Path) ->
         .filter(|(_, v)| !(v.colour && v.shape && v.direction))
         .map(|(clip, v)| (clip, failure_text(v)))
         .collect();
-    let settings = format!(
-        "{} {} steps · guidance {}",
-        report.steps, report.sampler, report.guidance
-    );
-    write_failures(
-        &failures,
-        results.len(),
-        &settings,
-        &dir.join("failures.png"),
-    )
+    let sheet = if name == "eval" {
+        "failures.png".to_string()
+    } else {
+        format!("{name}-failures.png")
+    };
+    write_failures(&failures, results.len(), settings, &dir.join(sheet))
 }
 
 /// Writes the sheet of failed clips to `path` (nothing when none failed): up to

@@ -161,6 +161,18 @@ pub fn prompt_input(
     device: &Device,
 ) -> Result<PromptInput, GenerateError> {
     if let Some(encoder) = model.frozen_text {
+        // Any text is read, but a prompt without a word would be the encoder's reading of
+        // nothing: refused, as the trained encoder refuses it.
+        if let Some(index) = prompts
+            .iter()
+            .position(|p| Tokenizer::split_words(p).is_empty())
+        {
+            return Err(GenerateError::Prompt {
+                index,
+                prompt: shorten(&prompts[index]),
+                source: TokenizeError::Empty,
+            });
+        }
         let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let encoded = encoder
             .encode(&texts)

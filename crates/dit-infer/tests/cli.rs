@@ -6,11 +6,8 @@ use std::process::{Command, Output};
 
 use burn::tensor::Device;
 use dit_data::vocabulary;
-use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, RunSpec, write_untrained_run};
-use dit_model::{
-    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
-    Tokenizer,
-};
+use dit_model::run::{AUTOENCODER_FILE, DIT_FILE, micro_spec, write_untrained_run};
+use dit_model::{TextEncoderConfig, Tokenizer};
 
 fn temp_dir(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -30,15 +27,7 @@ fn run_folder(name: &str) -> tempfile::TempDir {
         .with_depth(1)
         .with_heads(2)
         .with_max_words(12);
-    // DiT-S's layout (patch 1×2×2) over a 4×4×8×8 latent, one narrow block.
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    let spec = micro_spec(text, false);
     write_untrained_run(dir, &spec, &tokenizer, &device).unwrap();
     folder
 }

@@ -10,11 +10,8 @@ use std::process::{Command, Output};
 use burn::tensor::Device;
 use dit_data::vocabulary;
 use dit_model::frozen_text::PretrainedText;
-use dit_model::run::{RunSpec, write_untrained_run};
-use dit_model::{
-    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, TextEncoderConfig,
-    Tokenizer,
-};
+use dit_model::run::{micro_spec, write_untrained_run};
+use dit_model::{TextEncoderConfig, Tokenizer};
 
 fn model_dir() -> Option<PathBuf> {
     let dir = dit_model::minilm::model_dir();
@@ -36,15 +33,7 @@ fn run_folder() -> tempfile::TempDir {
     let text = TextEncoderConfig::new(tokenizer.num_ids())
         .with_width(16)
         .with_pretrained(Some(PretrainedText::MiniLmL6V2));
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        cross_attention: true,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    let spec = micro_spec(text, true);
     write_untrained_run(folder.path(), &spec, &tokenizer, &Device::default()).unwrap();
     folder
 }
@@ -113,6 +102,12 @@ fn any_text_is_a_prompt_and_long_text_is_cut_with_a_note() {
         "{stderr}"
     );
 
+    // Only a prompt without a word is refused.
+    let o = run_with(args(" ?! ", &run.join("empty.gif")));
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("the prompt is empty"), "{stderr}");
+
     // The trace page reads the prompt as WordPiece tokens.
     let page = run.join("trace");
     let o = run_with(
@@ -178,14 +173,7 @@ fn eval_judges_the_unseen_word_prompts() {
         .with_depth(1)
         .with_heads(2)
         .with_max_words(12);
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    let spec = micro_spec(text, false);
     write_untrained_run(words_model.path(), &spec, &tokenizer, &Device::default()).unwrap();
     let mut args = args;
     args[3] = words_model.path().to_str().unwrap();

@@ -439,13 +439,7 @@ impl MiniLmTokenizer {
     /// The ids of `text`, `[CLS]` first and `[SEP]` last, at most [`MAX_TOKENS`], and
     /// whether the text was cut to fit.
     pub fn encode(&self, text: &str) -> Result<(Vec<u32>, bool), MiniLmError> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| MiniLmError::Bad {
-                path: "tokenizer.json".into(),
-                message: e.to_string(),
-            })?;
+        let encoding = self.encoding(text)?;
         Ok((
             encoding.get_ids().to_vec(),
             !encoding.get_overflowing().is_empty(),
@@ -454,19 +448,21 @@ impl MiniLmTokenizer {
 
     /// The ids and WordPiece pieces of `text`, as [`encode`](Self::encode) cuts it.
     pub fn pieces(&self, text: &str) -> Result<Vec<(u32, String)>, MiniLmError> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| MiniLmError::Bad {
-                path: "tokenizer.json".into(),
-                message: e.to_string(),
-            })?;
+        let encoding = self.encoding(text)?;
         Ok(encoding
             .get_ids()
             .iter()
             .copied()
             .zip(encoding.get_tokens().iter().cloned())
             .collect())
+    }
+
+    /// The tokenizer's encoding of `text`, special tokens added, cut to [`MAX_TOKENS`].
+    fn encoding(&self, text: &str) -> Result<tokenizers::Encoding, MiniLmError> {
+        self.inner.encode(text, true).map_err(|e| MiniLmError::Bad {
+            path: "tokenizer.json".into(),
+            message: e.to_string(),
+        })
     }
 
     /// `ids` of several texts padded with 0 to the longest, as `[b, n]` ids and mask.

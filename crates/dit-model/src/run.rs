@@ -41,10 +41,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::autoencoder::AutoencoderConfig;
 use crate::classifier::{PhotoClassifier, PhotoClassifierConfig};
-use crate::dit::DitConfig;
+use crate::dit::{DitConfig, DitSize};
 use crate::frozen_text::PretrainedText;
 use crate::minilm::{self, MiniLmError, MiniLmPrompts};
 use crate::schedule::DiffusionConfig;
+use crate::text::TextEncoderConfig;
 use crate::tokenizer::Tokenizer;
 use crate::validate::ConfigError;
 use crate::{Dit, VideoAutoencoder};
@@ -357,6 +358,22 @@ pub fn write_spec(dir: &Path, spec: &RunSpec, tokenizer: &Tokenizer) -> Result<(
     let json = serde_json::to_string_pretty(spec).expect("configs serialise to JSON");
     write_atomic(&dir.join(SPEC_FILE), json.as_bytes())?;
     write_atomic(&dir.join(VOCAB_FILE), tokenizer.to_json().as_bytes())
+}
+
+/// The spec of the smallest model of 4-frame 32×32 clips: an autoencoder of base width 4
+/// into a 4×4×8×8 latent, and DiT-S's layout (patch 1×2×2) with one block of width 32 and
+/// 2 heads, reading prompts through `text` (with cross-attention when asked). What the tools'
+/// tests build, untrained, when the plumbing and not the training is what matters.
+pub fn micro_spec(text: TextEncoderConfig, cross_attention: bool) -> RunSpec {
+    let dit = DitConfig {
+        hidden: 32,
+        depth: 1,
+        heads: 2,
+        cross_attention,
+        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
+    };
+    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
+    RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0)
 }
 
 /// Writes a complete run folder of an untrained model of `spec` (freshly initialised

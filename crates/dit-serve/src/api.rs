@@ -31,7 +31,7 @@ use dit_data::fashion::FashionComposition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
 use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompt};
 use dit_infer::sampler::SamplerKind;
-use dit_model::TrainingData;
+use dit_model::{Tokenizer, TrainingData};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -261,8 +261,10 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
             0,
         )
         .map_err(one_line)?;
-    } else if body.prompt.trim().is_empty() {
-        return Err(ApiError::bad_request("the prompt is empty"));
+    } else if Tokenizer::split_words(&body.prompt).is_empty() {
+        return Err(ApiError::bad_request(
+            "the prompt is empty (it has no words once punctuation is removed)",
+        ));
     }
     options
         .validate(info.spec.diffusion.steps, prediction)

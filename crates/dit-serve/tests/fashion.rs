@@ -7,11 +7,8 @@ mod common;
 
 use burn::tensor::Device;
 use dit_data::fashion::{FashionComposition, fashion_vocabulary};
-use dit_model::run::write_untrained_run;
-use dit_model::{
-    AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, RunSpec,
-    TextEncoderConfig, Tokenizer, TrainingData,
-};
+use dit_model::run::{micro_spec, write_untrained_run};
+use dit_model::{TextEncoderConfig, Tokenizer, TrainingData};
 use serde_json::json;
 
 /// A run folder of an untrained Moving Fashion model: 4 frames of 32×32.
@@ -27,15 +24,7 @@ fn fashion_run() -> tempfile::TempDir {
         .with_depth(1)
         .with_heads(2)
         .with_max_words(14);
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0)
-        .with_data(Some(TrainingData::MovingFashion));
+    let spec = micro_spec(text, false).with_data(Some(TrainingData::MovingFashion));
     write_untrained_run(folder.path(), &spec, &tokenizer, &device).unwrap();
     folder
 }

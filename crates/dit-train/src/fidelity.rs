@@ -15,7 +15,7 @@ use dit_infer::fashion_eval::{FashionScores, quick_fashion_scores};
 use dit_infer::pipeline::{GenerateOptions, TextToVideo};
 use dit_infer::sampler::SamplerKind;
 use dit_model::TrainingData;
-use dit_model::run::{CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier};
+use dit_model::run::{CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier, read_spec};
 
 use crate::config::ExperimentConfig;
 
@@ -259,28 +259,37 @@ pub fn read_points(path: &Path) -> std::io::Result<Vec<FidelityPoint>> {
 }
 
 /// The chart of `points`: accuracies against minutes of training, from the start of the
-/// run, with the bar's joint accuracy on the training compositions as a line.
-pub fn chart(points: &[FidelityPoint]) -> LineChart {
+/// run. For Moving Shapes (`data`), the object is the shape and the bar's joint accuracy on
+/// the training compositions is a line; for Moving Fashion the object is the class (its bar
+/// is a fraction of the judge's ceiling, drawn by `dit-infer eval`, not here).
+pub fn chart(points: &[FidelityPoint], data: TrainingData) -> LineChart {
     let series = |f: fn(&FidelityPoint) -> f64| -> Vec<(f64, f64)> {
         points.iter().map(|p| (p.seconds / 60.0, f(p))).collect()
     };
     let end = points.iter().fold(1.0f64, |m, p| m.max(p.seconds / 60.0));
-    let bar = dit_infer::eval::BAR.train_joint;
-    LineChart::new(
+    let mut chart = LineChart::new(
         "Prompt fidelity during training (EMA model, every composition, one clip each)",
         "minutes of training, all stages",
         "fraction of clips judged right",
     )
     .y_scale(YScale::Linear)
-    .smooth(false)
-    .series(
-        format!("the bar: joint {bar} on the training compositions"),
-        vec![(0.0, bar), (end, bar)],
-    )
-    .series("joint, training compositions", series(|p| p.train_joint))
-    .series("joint, held-out compositions", series(|p| p.held_out_joint))
-    .series("colour", series(|p| p.colour))
-    .series("direction", series(|p| p.direction))
+    .smooth(false);
+    let object = if data == TrainingData::MovingFashion {
+        "class"
+    } else {
+        let bar = dit_infer::eval::BAR.train_joint;
+        chart = chart.series(
+            format!("the bar: joint {bar} on the training compositions"),
+            vec![(0.0, bar), (end, bar)],
+        );
+        "shape"
+    };
+    chart
+        .series("joint, training compositions", series(|p| p.train_joint))
+        .series("joint, held-out compositions", series(|p| p.held_out_joint))
+        .series("colour", series(|p| p.colour))
+        .series(object, series(|p| p.object))
+        .series("direction", series(|p| p.direction))
 }
 
 /// Draws `fidelity.png` of a run folder from its `fidelity.csv`.
@@ -289,7 +298,8 @@ pub fn write_chart(run_dir: &Path) -> Result<PathBuf> {
     let points = read_points(&csv).with_context(|| format!("cannot read {}", csv.display()))?;
     let png = run_dir.join(FIDELITY_CHART);
     let (w, h) = CHART_SIZE;
-    chart(&points).write(&png, w, h)?;
+    let data = read_spec(run_dir).map_or(TrainingData::MovingShapes, |s| s.training_data());
+    chart(&points, data).write(&png, w, h)?;
     Ok(png)
 }
 
@@ -334,6 +344,34 @@ mod tests {
         assert_eq!(
             FidelityPoint::parse(&p.to_line()).unwrap().to_line(),
             p.to_line()
+        );
+    }
+
+    #[test]
+    fn the_chart_draws_the_bar_and_the_shape_for_moving_shapes_and_the_class_for_fashion() {
+        let points = [point(2, 10, 0.25)];
+        let shapes = chart(&points, TrainingData::MovingShapes);
+        assert_eq!(
+            shapes.series_names(),
+            [
+                "the bar: joint 0.95 on the training compositions",
+                "joint, training compositions",
+                "joint, held-out compositions",
+                "colour",
+                "shape",
+                "direction"
+            ]
+        );
+        let fashion = chart(&points, TrainingData::MovingFashion);
+        assert_eq!(
+            fashion.series_names(),
+            [
+                "joint, training compositions",
+                "joint, held-out compositions",
+                "colour",
+                "class",
+                "direction"
+            ]
         );
     }
 

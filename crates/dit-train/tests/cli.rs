@@ -283,6 +283,28 @@ fn kill_and_resume(config: &Path, killed: &Path) -> usize {
     kills
 }
 
+/// Trains `config` into `dir/straight` in one uninterrupted run and returns that folder.
+fn train_straight(config: &Path, dir: &Path) -> PathBuf {
+    let straight = dir.join("straight");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        straight.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    straight
+}
+
+/// Runs `config` into `dir/killed`, killed inside every stage, and checks it ends as
+/// `straight` did.
+fn assert_resumes_bit_identically(config: &Path, dir: &Path, straight: &Path, what: &str) {
+    let killed = dir.join("killed");
+    let kills = kill_and_resume(config, &killed);
+    assert!(kills >= 4, "only {kills} runs were killed before finishing");
+    assert_same(&run_contents(&killed), &run_contents(straight), what);
+}
+
 /// The four-stage micro recipe on Moving Fashion (4 frames of a 32×32 canvas, the
 /// photographs barely moving): it trains, measures its fidelity with the shipped
 /// classifier, and a run killed inside every stage ends bit-identical to one never stopped.
@@ -310,14 +332,7 @@ fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
     .replacen("max_words = 12\n", "max_words = 14\n", 1);
     let config = dir.join("fashion.toml");
     std::fs::write(&config, text).unwrap();
-    let straight = dir.join("straight");
-    let o = dit_train(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        straight.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let straight = train_straight(&config, &dir);
     let spec = dit_model::run::read_spec(&straight).unwrap();
     assert_eq!(spec.training_data(), dit_model::TrainingData::MovingFashion);
     let vocab = std::fs::read_to_string(straight.join("vocab.json")).unwrap();
@@ -328,12 +343,10 @@ fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
     // Fidelity, judged by the classifier, at DiT steps 20, 40 and 60 and after the last stage.
     let fidelity = std::fs::read_to_string(straight.join("fidelity.csv")).unwrap();
     assert_eq!(fidelity.lines().count(), 5, "{fidelity}");
-    let killed = dir.join("killed");
-    let kills = kill_and_resume(&config, &killed);
-    assert!(kills >= 4, "only {kills} runs were killed before finishing");
-    assert_same(
-        &run_contents(&killed),
-        &run_contents(&straight),
+    assert_resumes_bit_identically(
+        &config,
+        &dir,
+        &straight,
         "the killed Moving Fashion run ended elsewhere",
     );
 }
@@ -365,14 +378,7 @@ fn a_minilm_recipe_trains_and_a_killed_run_resumes_bit_identically() {
         );
     let config = dir.join("minilm.toml");
     std::fs::write(&config, text).unwrap();
-    let straight = dir.join("straight");
-    let o = dit_train(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        straight.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let straight = train_straight(&config, &dir);
     let spec = dit_model::run::read_spec(&straight).unwrap();
     assert_eq!(
         spec.model.dit.text.pretrained,
@@ -380,12 +386,10 @@ fn a_minilm_recipe_trains_and_a_killed_run_resumes_bit_identically() {
     );
     let names = std::fs::read_to_string(straight.join("model.json")).unwrap();
     assert!(names.contains("\"all-MiniLM-L6-v2\""), "{names}");
-    let killed = dir.join("killed");
-    let kills = kill_and_resume(&config, &killed);
-    assert!(kills >= 4, "only {kills} runs were killed before finishing");
-    assert_same(
-        &run_contents(&killed),
-        &run_contents(&straight),
+    assert_resumes_bit_identically(
+        &config,
+        &dir,
+        &straight,
         "the killed MiniLM run ended elsewhere",
     );
 }

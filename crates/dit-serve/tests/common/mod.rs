@@ -142,10 +142,7 @@ pub fn events(agent: &ureq::Agent, url: &str) -> Vec<(String, serde_json::Value)
 /// all-MiniLM-L6-v2.
 pub fn minilm_run() -> tempfile::TempDir {
     use dit_model::frozen_text::PretrainedText;
-    use dit_model::{
-        AutoencoderConfig, DiffusionConfig, DitConfig, DitSize, ModelConfig, RunSpec,
-        TextEncoderConfig, Tokenizer,
-    };
+    use dit_model::{TextEncoderConfig, Tokenizer};
     let run = tempfile::Builder::new()
         .prefix("dit-serve-minilm-")
         .tempdir()
@@ -154,15 +151,7 @@ pub fn minilm_run() -> tempfile::TempDir {
     let text = TextEncoderConfig::new(tokenizer.num_ids())
         .with_width(16)
         .with_pretrained(Some(PretrainedText::MiniLmL6V2));
-    let dit = DitConfig {
-        hidden: 32,
-        depth: 1,
-        heads: 2,
-        cross_attention: true,
-        ..DitConfig::preset(DitSize::S, 2, 4, 4, 8, text)
-    };
-    let model = ModelConfig::new(AutoencoderConfig::new().with_base_channels(4), dit);
-    let spec = RunSpec::new(model, DiffusionConfig::new(), 4, 32, 1.0);
+    let spec = dit_model::run::micro_spec(text, true);
     dit_model::run::write_untrained_run(run.path(), &spec, &tokenizer, &Default::default())
         .unwrap();
     run

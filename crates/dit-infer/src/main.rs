@@ -22,7 +22,7 @@ use dit_infer::fashion_eval::{
     FashionEvalOptions, evaluate_fashion, fashion_table, write_fashion_report,
 };
 use dit_infer::pipeline::{
-    DEFAULT_STEPS, GenerateOptions, generate, prompt_input, truncated_prompts,
+    DEFAULT_STEPS, GenerateOptions, check_prompts, generate, truncated_prompts,
 };
 use dit_infer::sampler::SamplerKind;
 use dit_infer::trace::{TraceOptions, trace};
@@ -417,7 +417,7 @@ fn run(args: Args) -> Result<()> {
     };
     // Every option and every prompt is checked before the first clip is made.
     options.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
-    prompt_input((&model).into(), &prompts, &device)?;
+    check_prompts(&model.spec, &model.tokenizer, &prompts)?;
     for index in truncated_prompts((&model).into(), &prompts)? {
         eprintln!(
             "note: prompt {index} is longer than {} tokens, the most all-MiniLM-L6-v2 reads; the rest is left out",

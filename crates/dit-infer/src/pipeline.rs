@@ -161,18 +161,7 @@ pub fn prompt_input(
     device: &Device,
 ) -> Result<PromptInput, GenerateError> {
     if let Some(encoder) = model.frozen_text {
-        // Any text is read, but a prompt without a word would be the encoder's reading of
-        // nothing: refused, as the trained encoder refuses it.
-        if let Some(index) = prompts
-            .iter()
-            .position(|p| Tokenizer::split_words(p).is_empty())
-        {
-            return Err(GenerateError::Prompt {
-                index,
-                prompt: shorten(&prompts[index]),
-                source: TokenizeError::Empty,
-            });
-        }
+        check_prompts(model.spec, model.tokenizer, prompts)?;
         let texts: Vec<&str> = prompts.iter().map(String::as_str).collect();
         let encoded = encoder
             .encode(&texts)
@@ -191,6 +180,30 @@ pub fn prompt_input(
         TensorData::new(ids, [prompts.len(), max_words]),
         device,
     )))
+}
+
+/// Checks that the model can read every one of `prompts`, without encoding them (so that a
+/// long prompts file is checked in bounded memory before the first clip is made): a trained
+/// encoder's vocabulary and length, or, for a frozen encoder, which reads any text, that each
+/// prompt has a word (an empty one is refused as the trained encoder refuses it).
+pub fn check_prompts(
+    spec: &RunSpec,
+    tokenizer: &Tokenizer,
+    prompts: &[String],
+) -> Result<(), GenerateError> {
+    let text = &spec.model.dit.text;
+    for (index, prompt) in prompts.iter().enumerate() {
+        if text.pretrained.is_none() {
+            check_prompt(tokenizer, text.max_words, prompt, index)?;
+        } else if Tokenizer::split_words(prompt).is_empty() {
+            return Err(GenerateError::Prompt {
+                index,
+                prompt: shorten(prompt),
+                source: TokenizeError::Empty,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Indices of the `prompts` the model's frozen text encoder cuts to its longest input (none

@@ -108,6 +108,29 @@ fn any_text_is_a_prompt_and_long_text_is_cut_with_a_note() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("the prompt is empty"), "{stderr}");
 
+    // A prompts file is checked before the first clip: nothing is written.
+    let file = run.join("prompts.txt");
+    std::fs::write(&file, "sora is sky\na maroon globe\n?!\n").unwrap();
+    let clips = run.join("clips");
+    let o = run_with(
+        [
+            "--checkpoint",
+            run.to_str().unwrap(),
+            "--prompts-file",
+            file.to_str().unwrap(),
+            "--out-dir",
+            clips.to_str().unwrap(),
+            "--steps",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("prompt 2"), "{stderr}");
+    assert!(!clips.exists() || std::fs::read_dir(&clips).unwrap().next().is_none());
+
     // The trace page reads the prompt as WordPiece tokens.
     let page = run.join("trace");
     let o = run_with(

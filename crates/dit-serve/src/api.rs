@@ -29,9 +29,9 @@ use axum::{Json, Router};
 use dit_data::Composition;
 use dit_data::fashion::FashionComposition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
-use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompt};
+use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompts};
 use dit_infer::sampler::SamplerKind;
-use dit_model::{Tokenizer, TrainingData};
+use dit_model::TrainingData;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -252,20 +252,12 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
     };
     let one_line =
         |e: GenerateError| ApiError::bad_request(format!("{:#}", anyhow::Error::from(e)));
-    // A frozen pretrained encoder reads any text; the trained one only its vocabulary.
-    if info.spec.model.dit.text.pretrained.is_none() {
-        check_prompt(
-            &info.tokenizer,
-            info.spec.model.dit.text.max_words,
-            &body.prompt,
-            0,
-        )
-        .map_err(one_line)?;
-    } else if Tokenizer::split_words(&body.prompt).is_empty() {
-        return Err(ApiError::bad_request(
-            "the prompt is empty (it has no words once punctuation is removed)",
-        ));
-    }
+    check_prompts(
+        &info.spec,
+        &info.tokenizer,
+        std::slice::from_ref(&body.prompt),
+    )
+    .map_err(one_line)?;
     options
         .validate(info.spec.diffusion.steps, prediction)
         .map_err(one_line)?;

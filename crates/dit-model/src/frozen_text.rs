@@ -48,8 +48,6 @@ pub struct EncodedPrompt {
     pub tokens: usize,
     /// The pooled sentence vector `[width]`.
     pub pooled: Vec<f32>,
-    /// Whether the text was cut to the encoder's longest input.
-    pub truncated: bool,
 }
 
 /// A batch of frozen-encoder outputs on the device.
@@ -203,7 +201,6 @@ mod tests {
                 .collect(),
             tokens,
             pooled: vec![value; width],
-            truncated: false,
         }
     }
 

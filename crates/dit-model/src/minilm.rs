@@ -366,11 +366,8 @@ impl MiniLmPrompts {
         let mut encoded = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(Self::BATCH) {
             let mut ids = Vec::with_capacity(chunk.len());
-            let mut cut = Vec::with_capacity(chunk.len());
             for text in chunk {
-                let (row, truncated) = self.tokenizer.encode(text)?;
-                ids.push(row);
-                cut.push(truncated);
+                ids.push(self.tokenizer.encode(text)?.0);
             }
             let (tokens, mask) = MiniLmTokenizer::batch(&ids, &self.device);
             let states = self.model.forward(tokens, mask.clone()); // [b, n, width]
@@ -386,13 +383,12 @@ impl MiniLmPrompts {
                 .convert::<f32>()
                 .try_to_vec::<f32>()
                 .map_err(bad_data)?;
-            for (row, (sentence, truncated)) in ids.iter().zip(cut).enumerate() {
+            for (row, sentence) in ids.iter().enumerate() {
                 let start = row * n * width;
                 encoded.push(EncodedPrompt {
                     states: states[start..start + sentence.len() * width].to_vec(),
                     tokens: sentence.len(),
                     pooled: pooled[row * width..(row + 1) * width].to_vec(),
-                    truncated,
                 });
             }
         }

@@ -101,7 +101,6 @@ fn a_dit_on_frozen_text_features_learns_through_its_projection() {
                 .collect(),
             tokens: 3 + p,
             pooled: (0..width).map(|i| ((i + p) % 5) as f32 / 5.0).collect(),
-            truncated: false,
         })
         .collect();
     let cache = LatentCache {

@@ -222,11 +222,19 @@ mod tests {
         let features = projection.forward(&text);
         assert_eq!(features.tokens.dims(), [3, 5, 8]);
         assert_eq!(features.pooled.dims(), [3, 16]);
-        let padding: Vec<bool> = features.padding.to_data().try_to_vec().unwrap();
+        // Read through integers: backends store booleans differently (wgpu as u32).
+        let padding: Vec<i64> = features
+            .padding
+            .clone()
+            .int()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec()
+            .unwrap();
         // The null row keeps its first position (the null tokens) and pads the rest.
-        assert_eq!(&padding[..5], [false, false, false, true, true]);
-        assert_eq!(&padding[5..10], [false, true, true, true, true]);
-        assert_eq!(&padding[10..], [false; 5]);
+        assert_eq!(&padding[..5], [0, 0, 0, 1, 1]);
+        assert_eq!(&padding[5..10], [0, 1, 1, 1, 1]);
+        assert_eq!(&padding[10..], [0; 5]);
         features
             .tokens
             .clone()

@@ -83,6 +83,28 @@ impl Backend {
             )),
         }
     }
+
+    /// `count` devices of this backend for data-parallel training, the first being
+    /// [`Self::device`]: GPUs `0..count` (wgpu: the discrete ones), or for a CPU
+    /// backend, which has one device, that device `count` times (its replicas then
+    /// share the same cores: the path is exercised, not sped up).
+    pub fn devices(self, count: usize) -> Result<Vec<Device>, String> {
+        if count == 0 {
+            return Err("the number of devices must be positive".into());
+        }
+        if count == 1 {
+            return Ok(vec![self.device()?]);
+        }
+        match self {
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Ok((0..count)
+                .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+                .collect()),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => Ok((0..count).map(Device::cuda).collect()),
+            cpu => Ok(vec![cpu.device()?; count]),
+        }
+    }
 }
 
 fn compiled_names() -> String {
@@ -130,6 +152,17 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown backend `tpu`")
         );
+    }
+
+    #[test]
+    fn a_cpu_backend_lends_its_one_device_to_every_replica() {
+        let b = Backend::default_compiled();
+        let devices = b.devices(3).unwrap();
+        assert_eq!(devices.len(), 3);
+        if matches!(b, Backend::Flex | Backend::Ndarray) {
+            assert!(devices.iter().all(|d| *d == b.device().unwrap()));
+        }
+        assert!(b.devices(0).unwrap_err().contains("positive"));
     }
 
     #[test]

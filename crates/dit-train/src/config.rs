@@ -164,6 +164,16 @@ pub struct DitTrainingConfig {
     pub fidelity_every: usize,
     /// Denoising steps (DDIM) of those evaluations.
     pub fidelity_sampling_steps: usize,
+    /// Devices that share each step's batch, one replica of the DiT on each
+    /// ([`crate::data_parallel`]); `batch_size` must be a multiple of it. Absent: one.
+    pub devices: Option<usize>,
+}
+
+impl DitTrainingConfig {
+    /// Devices that share each step's batch (`devices`, or one).
+    pub fn device_count(&self) -> usize {
+        self.devices.unwrap_or(1)
+    }
 }
 
 /// One stage of the recipe: `[[stages]]` entries, run in the order the config lists them.
@@ -328,6 +338,17 @@ impl ExperimentConfig {
             "dit_training.fidelity_sampling_steps",
             d.fidelity_sampling_steps,
         )?;
+        require_positive("dit_training.devices", d.device_count())?;
+        if !d.batch_size.is_multiple_of(d.device_count()) {
+            return Err(ConfigError::new(
+                "dit_training.batch_size",
+                format!(
+                    "is {}: it must split evenly between the {} devices (dit_training.devices)",
+                    d.batch_size,
+                    d.device_count()
+                ),
+            ));
+        }
         require_in_range("dit_training.learning_rate", d.learning_rate, 1e-8, 1.0)?;
         require_in_range("dit_training.weight_decay", d.weight_decay, 0.0, 1.0)?;
         require_in_range("dit_training.grad_clip", d.grad_clip, 0.0, 1e6)?;

@@ -10,7 +10,8 @@
 //! - [`denoised`]: the DiT's own denoised latents, for a decoder stage;
 //! - [`lr_schedule`]: warm-up and cosine decay of the learning rate;
 //! - [`latent_cache`]: stage 2's training latents, encoded once;
-//! - [`loss`]: one step's random draws and the diffusion loss;
+//! - [`loss`]: one step's random draws, its batch and the diffusion loss;
+//! - [`data_parallel`]: a step's batch shared between replicas on several devices;
 //! - [`checkpoint`]: saving and restoring stage 2's training state;
 //! - [`ema`]: the exponential moving average of the weights;
 //! - [`memory`]: the memory a run needs, estimated from its config;
@@ -25,6 +26,7 @@ pub mod checkpoint;
 pub mod classifier;
 pub mod config;
 pub mod data;
+pub mod data_parallel;
 pub mod denoised;
 pub mod ema;
 pub mod fidelity;

@@ -64,9 +64,183 @@ pub(crate) fn loss_weights(
         .collect()
 }
 
+/// One step's batch as the DiT reads it: noised latents, targets, diffusion steps,
+/// loss weights and prompts, built from the step's draws. A data-parallel step
+/// [`split`](Self::split)s it into contiguous shares, so that every sample's draws
+/// depend on its index in the whole batch and not on how many devices share it.
+pub struct StepBatch<'a> {
+    /// Noised latents `[B, C, F, h, w]`.
+    x_t: Tensor<5>,
+    /// The objective's target, shaped as `x_t`.
+    target: Tensor<5>,
+    /// Diffusion step (or flow time) per sample, as the DiT embeds it.
+    t: Vec<f32>,
+    /// Min-SNR loss weight per sample.
+    weights: Vec<f32>,
+    /// Prompts per sample (host-side; a dropped caption is the null prompt).
+    prompts: BatchPrompts<'a>,
+}
+
+/// A batch's prompts before they become tensors on a replica's device.
+#[derive(Clone)]
+enum BatchPrompts<'a> {
+    /// Word ids, `words` per sample (all 0 for a dropped caption).
+    Words { ids: Vec<i64>, words: usize },
+    /// Frozen-encoder outputs (`None`: the null prompt), `width` wide.
+    Frozen {
+        rows: Vec<Option<&'a EncodedPrompt>>,
+        width: usize,
+    },
+}
+
+impl<'a> StepBatch<'a> {
+    /// The batch of `draws`: latents from `cache`, noised at the drawn diffusion steps
+    /// (for a flow, at σ drawn logit-normally from the step's generator, before the noise).
+    pub fn new(
+        schedule: &NoiseSchedule,
+        prediction: Prediction,
+        cache: &'a LatentCache,
+        draws: &mut StepDraws,
+        gamma: f64,
+        device: &Device,
+    ) -> Self {
+        let batch = draws.clips.len();
+        let [_, c, f, h, w] = cache.latents.dims();
+        let index: Vec<i64> = draws.clips.iter().map(|&i| i as i64).collect();
+        let x0 = cache.latents.clone().select(
+            0,
+            Tensor::<1, Int>::from_data(TensorData::new(index, [batch]), device),
+        );
+        let prompts = match &cache.frozen {
+            Some(frozen) => BatchPrompts::Frozen {
+                rows: draws
+                    .clips
+                    .iter()
+                    .zip(&draws.dropped)
+                    .map(|(&i, &drop)| (!drop).then(|| &frozen.prompts[frozen.index[i]]))
+                    .collect(),
+                width: frozen.width,
+            },
+            None => BatchPrompts::Words {
+                ids: draws
+                    .clips
+                    .iter()
+                    .zip(&draws.dropped)
+                    .flat_map(|(&i, &drop)| {
+                        cache.tokens[i]
+                            .iter()
+                            .map(move |&id| if drop { 0 } else { id as i64 })
+                    })
+                    .collect(),
+                words: cache.tokens[0].len(),
+            },
+        };
+        let sigmas: Option<Vec<f64>> = (prediction == Prediction::Flow).then(|| {
+            (0..batch)
+                .map(|_| flow::logit_normal(&mut draws.rng))
+                .collect()
+        });
+        let noise = gaussian(&mut draws.rng, [batch, c, f, h, w], device);
+        let (x_t, t): (Tensor<5>, Vec<f32>) = match &sigmas {
+            Some(sigmas) => (
+                flow::interpolate(x0.clone(), noise.clone(), sigmas),
+                sigmas
+                    .iter()
+                    .map(|&s| flow::timestep(s, schedule.len()) as f32)
+                    .collect(),
+            ),
+            None => (
+                schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps),
+                draws.timesteps.iter().map(|&t| t as f32).collect(),
+            ),
+        };
+        let target = prediction.target(schedule, x0, noise, &draws.timesteps);
+        Self {
+            x_t,
+            target,
+            t,
+            weights: loss_weights(schedule, prediction, &draws.timesteps, gamma),
+            prompts,
+        }
+    }
+
+    /// Samples in the batch.
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    /// Whether the batch has no sample.
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+
+    /// The batch cut into `parts` contiguous shares of equal size, in order.
+    ///
+    /// # Panics
+    /// If `parts` does not divide the batch (the config check refuses such a run).
+    pub fn split(&self, parts: usize) -> Vec<StepBatch<'a>> {
+        let batch = self.len();
+        assert!(
+            parts > 0 && batch.is_multiple_of(parts),
+            "a batch of {batch} does not split into {parts} equal shares"
+        );
+        let share = batch / parts;
+        (0..parts)
+            .map(|part| {
+                let samples = part * share..(part + 1) * share;
+                let prompts = match &self.prompts {
+                    BatchPrompts::Words { ids, words } => BatchPrompts::Words {
+                        ids: ids[samples.start * words..samples.end * words].to_vec(),
+                        words: *words,
+                    },
+                    BatchPrompts::Frozen { rows, width } => BatchPrompts::Frozen {
+                        rows: rows[samples.clone()].to_vec(),
+                        width: *width,
+                    },
+                };
+                StepBatch {
+                    x_t: self.x_t.clone().narrow(0, samples.start, share),
+                    target: self.target.clone().narrow(0, samples.start, share),
+                    t: self.t[samples.clone()].to_vec(),
+                    weights: self.weights[samples].to_vec(),
+                    prompts,
+                }
+            })
+            .collect()
+    }
+
+    /// The min-SNR-weighted MSE between `dit`'s output and the target, averaged over
+    /// this batch, computed on `device` (where `dit` lives).
+    pub fn loss(&self, dit: &Dit, device: &Device) -> Tensor<1> {
+        let batch = self.len();
+        let [_, c, f, h, w] = self.x_t.dims();
+        let prompts = match &self.prompts {
+            BatchPrompts::Frozen { rows, width } => {
+                PromptInput::Frozen(FrozenText::batch(rows, *width, device))
+            }
+            BatchPrompts::Words { ids, words } => PromptInput::Words(Tensor::<2, Int>::from_data(
+                TensorData::new(ids.clone(), [batch, *words]),
+                device,
+            )),
+        };
+        let target = self.target.clone().to_device(device);
+        let t = Tensor::<1>::from_data(TensorData::new(self.t.clone(), [batch]), device);
+        let text = dit.encode_text(prompts);
+        let predicted = dit.forward(self.x_t.clone().to_device(device), t, &text);
+        let per_sample = (predicted - target)
+            .powi_scalar(2)
+            .reshape([batch, c * f * h * w])
+            .mean_dim(1)
+            .reshape([batch]);
+        let weights =
+            Tensor::<1>::from_data(TensorData::new(self.weights.clone(), [batch]), device);
+        (per_sample * weights).mean()
+    }
+}
+
 /// The min-SNR-weighted MSE between the DiT's output and the `prediction` target
 /// (ε or v at the drawn diffusion steps; for a flow, the velocity at σ drawn
-/// logit-normally, unweighted) of one batch.
+/// logit-normally, unweighted) of one batch, on one device.
 pub fn diffusion_loss(
     dit: &Dit,
     schedule: &NoiseSchedule,
@@ -76,79 +250,7 @@ pub fn diffusion_loss(
     gamma: f64,
     device: &Device,
 ) -> Tensor<1> {
-    let batch = draws.clips.len();
-    let [_, c, f, h, w] = cache.latents.dims();
-    let index: Vec<i64> = draws.clips.iter().map(|&i| i as i64).collect();
-    let x0 = cache.latents.clone().select(
-        0,
-        Tensor::<1, Int>::from_data(TensorData::new(index, [batch]), device),
-    );
-    let prompts = match &cache.frozen {
-        // A dropped caption is the null prompt: a row without tokens.
-        Some(frozen) => {
-            let rows: Vec<Option<&EncodedPrompt>> = draws
-                .clips
-                .iter()
-                .zip(&draws.dropped)
-                .map(|(&i, &drop)| (!drop).then(|| &frozen.prompts[frozen.index[i]]))
-                .collect();
-            PromptInput::Frozen(FrozenText::batch(&rows, frozen.width, device))
-        }
-        None => {
-            let words = cache.tokens[0].len();
-            let ids: Vec<i64> = draws
-                .clips
-                .iter()
-                .zip(&draws.dropped)
-                .flat_map(|(&i, &drop)| {
-                    cache.tokens[i]
-                        .iter()
-                        .map(move |&id| if drop { 0 } else { id as i64 })
-                })
-                .collect();
-            PromptInput::Words(Tensor::<2, Int>::from_data(
-                TensorData::new(ids, [batch, words]),
-                device,
-            ))
-        }
-    };
-    // A flow draws its σ from the step's generator too, before the noise.
-    let sigmas: Option<Vec<f64>> = (prediction == Prediction::Flow).then(|| {
-        (0..batch)
-            .map(|_| flow::logit_normal(&mut draws.rng))
-            .collect()
-    });
-    let noise = gaussian(&mut draws.rng, [batch, c, f, h, w], device);
-    let (x_t, t): (Tensor<5>, Vec<f32>) = match &sigmas {
-        Some(sigmas) => (
-            flow::interpolate(x0.clone(), noise.clone(), sigmas),
-            sigmas
-                .iter()
-                .map(|&s| flow::timestep(s, schedule.len()) as f32)
-                .collect(),
-        ),
-        None => (
-            schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps),
-            draws.timesteps.iter().map(|&t| t as f32).collect(),
-        ),
-    };
-    let target = prediction.target(schedule, x0, noise, &draws.timesteps);
-    let t = Tensor::<1>::from_data(TensorData::new(t, [batch]), device);
-    let text = dit.encode_text(prompts);
-    let predicted = dit.forward(x_t, t, &text);
-    let per_sample = (predicted - target)
-        .powi_scalar(2)
-        .reshape([batch, c * f * h * w])
-        .mean_dim(1)
-        .reshape([batch]);
-    let weights = Tensor::<1>::from_data(
-        TensorData::new(
-            loss_weights(schedule, prediction, &draws.timesteps, gamma),
-            [batch],
-        ),
-        device,
-    );
-    (per_sample * weights).mean()
+    StepBatch::new(schedule, prediction, cache, draws, gamma, device).loss(dit, device)
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ struct Args {
     /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
     #[arg(long)]
     backend: Option<Backend>,
+    /// Devices that share each DiT step's batch, one replica on each (overrides
+    /// `dit_training.devices`): GPUs 0..N; on a CPU backend the replicas share its cores.
+    #[arg(long)]
+    devices: Option<usize>,
     /// Something other than the recipe.
     #[command(subcommand)]
     command: Option<Command>,
@@ -158,6 +162,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(steps) = args.dit_steps {
         config.dit_training.steps = steps;
     }
+    if let Some(devices) = args.devices {
+        config.dit_training.devices = Some(devices);
+    }
     config.validate()?;
     check_memory(&config, args.max_memory)?;
 
@@ -212,12 +219,19 @@ fn run(args: Args) -> Result<()> {
     run::write_atomic(&run_dir.join(CONFIG_FILE), config.to_toml().as_bytes())?;
     let source = ClipSource::open(&config)?;
     eprintln!(
-        "run folder {} · backend {backend} · seed {} · {} stages",
+        "run folder {} · backend {backend}{} · seed {} · {} stages",
         run_dir.display(),
+        match config.dit_training.device_count() {
+            1 => String::new(),
+            n => format!(" on {n} devices"),
+        },
         config.seed,
         config.stages.len()
     );
-    let state = recipe::run(&config, &source, &run_dir, &device)?;
+    let devices = backend
+        .devices(config.dit_training.device_count())
+        .map_err(anyhow::Error::msg)?;
+    let state = recipe::run(&config, &source, &run_dir, &devices)?;
     eprintln!(
         "finished {} stages in {:.0} s of training",
         state.finished.len(),
@@ -246,9 +260,13 @@ fn train_classifier(
     learning_rate: f64,
     device: &burn::tensor::Device,
 ) -> Result<()> {
-    if args.resume.is_some() || args.out.is_some() || args.dit_steps.is_some() {
+    if args.resume.is_some()
+        || args.out.is_some()
+        || args.dit_steps.is_some()
+        || args.devices.is_some()
+    {
         bail!(
-            "`classifier` takes --out after the word `classifier`, and no --resume or --dit-steps"
+            "`classifier` takes --out after the word `classifier`, and no --resume, --dit-steps or --devices"
         );
     }
     std::fs::create_dir_all(out)

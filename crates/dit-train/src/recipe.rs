@@ -72,14 +72,18 @@ impl RecipeState {
     }
 }
 
-/// Runs the stages of `config` that `run_dir` has not finished, in order; returns the
-/// record of every stage.
+/// Runs the stages of `config` that `run_dir` has not finished, in order, on the first
+/// of `devices` (the DiT's steps shared among all of them); returns the record of every
+/// stage.
 pub fn run(
     config: &ExperimentConfig,
     source: &ClipSource,
     run_dir: &Path,
-    device: &Device,
+    devices: &[Device],
 ) -> Result<RecipeState> {
+    let Some(device) = devices.first() else {
+        bail!("training needs a device");
+    };
     let mut state = RecipeState::read(run_dir)?;
     let total = config.stages.len();
     for (done, stage) in state.finished.iter().zip(&config.stages) {
@@ -116,7 +120,7 @@ pub fn run(
                 stage: index + 1,
                 seconds_before: state.finished[..index].iter().map(|s| s.seconds).sum(),
             };
-            let report = trainer::train(config, source, run_dir, device, clock)?;
+            let report = trainer::train(config, source, run_dir, devices, clock)?;
             state.finished[index] = dit_record(&report);
             state.write(run_dir)?;
         }
@@ -195,7 +199,7 @@ pub fn run(
                     stage: number,
                     seconds_before: state.seconds(),
                 };
-                let report = trainer::train(config, source, run_dir, device, clock)?;
+                let report = trainer::train(config, source, run_dir, devices, clock)?;
                 dit_trained = true;
                 dit_record(&report)
             }

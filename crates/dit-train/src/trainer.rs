@@ -10,7 +10,6 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::Device;
 use dit_data::VideoBatcher;
 use dit_infer::pipeline::TextToVideo;
@@ -21,10 +20,11 @@ use crate::autoencoder::load_frozen;
 use crate::checkpoint::Checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
+use crate::data_parallel::Replicas;
 use crate::ema;
 use crate::fidelity::{FidelityLog, FidelityPoint, measure, measures_fidelity};
 use crate::latent_cache::LatentCache;
-use crate::loss::{StepDraws, diffusion_loss};
+use crate::loss::{StepBatch, StepDraws};
 use crate::lr_schedule::learning_rate;
 use crate::preview::write_preview;
 use crate::progress::{LossChart, LossLog, Progress};
@@ -66,16 +66,29 @@ pub struct StageClock {
     pub seconds_before: f64,
 }
 
-/// Trains the DiT, continuing from the run folder's newest checkpoint if it has one.
+/// Trains the DiT, continuing from the run folder's newest checkpoint if it has one:
+/// on the first of `devices`, each step's batch shared among all of them
+/// ([`crate::data_parallel`]).
 pub fn train(
     config: &ExperimentConfig,
     source: &ClipSource,
     run_dir: &Path,
-    device: &Device,
+    devices: &[Device],
     clock: StageClock,
 ) -> Result<DitReport> {
     let d = &config.dit_training;
-    let train_device = device.clone().autodiff();
+    let Some(device) = devices.first() else {
+        bail!("training needs a device");
+    };
+    if !d.batch_size.is_multiple_of(devices.len()) {
+        bail!(
+            "dit_training.batch_size {} does not split evenly between {} devices",
+            d.batch_size,
+            devices.len()
+        );
+    }
+    let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect());
+    let train_device = replicas.main().clone();
     let tokenizer = source.tokenizer();
     if config.model.dit.text.vocab_size != 0
         && config.model.dit.text.vocab_size != tokenizer.num_ids()
@@ -139,8 +152,7 @@ pub fn train(
             schedule.len(),
             d.caption_dropout,
         );
-        let loss = diffusion_loss(
-            &ckpt.dit,
+        let batch = StepBatch::new(
             &schedule,
             config.diffusion.prediction,
             &cache,
@@ -148,7 +160,7 @@ pub fn train(
             d.min_snr_gamma,
             &train_device,
         );
-        let value = loss.clone().into_scalar::<f32>() as f64;
+        let (value, grads) = replicas.gradients(&ckpt.dit, &batch)?;
         if !value.is_finite() {
             bail!(
                 "the loss became {value} at step {}; training stopped, the last good checkpoint is kept in {}",
@@ -157,7 +169,6 @@ pub fn train(
             );
         }
         let lr = learning_rate(d, step);
-        let grads = GradientsParams::from_grads(loss.backward(), &ckpt.dit);
         ckpt.dit = ckpt.optim.step(lr, ckpt.dit, grads);
         ckpt.ema = ema::update(ckpt.ema, &ckpt.dit.valid(), d.ema_decay);
         ckpt.state.step += 1;

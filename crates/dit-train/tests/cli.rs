@@ -170,10 +170,15 @@ fn assert_same(got: &[(String, String)], expected: &[(String, String)], what: &s
             )
         })
         .collect();
+    let names = |entries: &[(String, String)]| -> Vec<String> {
+        entries.iter().map(|(name, _)| name.clone()).collect()
+    };
     assert!(
         differ.is_empty() && got.len() == expected.len(),
-        "{what}: {}",
-        differ.join("\n")
+        "{what}: {}\n  entries got      {:?}\n  entries expected {:?}",
+        differ.join("\n"),
+        names(got),
+        names(expected)
     );
 }
 
@@ -281,6 +286,60 @@ fn kill_and_resume(config: &Path, killed: &Path) -> usize {
     let o = dit_train(&resume.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     kills
+}
+
+/// The recipe with each DiT step shared between two replicas (on the CPU's one device):
+/// a run killed inside every stage ends bit-identical to one never stopped, and its losses
+/// are the one-device run's up to the order in which gradients are summed.
+#[test]
+fn a_two_device_recipe_resumes_bit_identically_and_follows_the_one_device_run() {
+    let dir_guard = temp_dir("two-devices");
+    let dir = dir_guard.path().to_path_buf();
+    let config = recipe_micro(&dir);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let two = dir.join("two.toml");
+    std::fs::write(
+        &two,
+        text.replacen("[dit_training]\n", "[dit_training]\ndevices = 2\n", 1),
+    )
+    .unwrap();
+    let straight = train_straight(&two, &dir);
+    assert_resumes_bit_identically(
+        &two,
+        &dir,
+        &straight,
+        "the killed two-device run ended elsewhere",
+    );
+
+    let one = dir.join("one");
+    let o = dit_train(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        one.to_str().unwrap(),
+        "--devices",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let losses = |run: &Path| -> Vec<f64> {
+        std::fs::read_to_string(run.join("loss.csv"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .skip(1)
+            .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let (a, b) = (losses(&one), losses(&straight));
+    assert_eq!(a.len(), 60);
+    assert_eq!(a.len(), b.len());
+    for (step, (a, b)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-3 * a.abs().max(1e-3),
+            "step {}: loss {a} on one device, {b} on two",
+            step + 1
+        );
+    }
 }
 
 /// Trains `config` into `dir/straight` in one uninterrupted run and returns that folder.
@@ -524,6 +583,16 @@ fn bad_configs_are_one_line_errors() {
                 1,
             ),
             "unknown variant `t5-xxl`, expected `all-MiniLM-L6-v2`",
+        ),
+        (
+            "devices",
+            good.replacen("[dit_training]\n", "[dit_training]\ndevices = 3\n", 1),
+            "must split evenly between the 3 devices",
+        ),
+        (
+            "no-devices",
+            good.replacen("[dit_training]\n", "[dit_training]\ndevices = 0\n", 1),
+            "dit_training.devices",
         ),
         (
             "unknown",

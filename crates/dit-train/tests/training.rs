@@ -252,7 +252,14 @@ fn resumed_training_ends_with_the_same_weights() {
     let straight = straight_guard.path().to_path_buf();
     with_autoencoder(&config, &source, &straight, None);
     let ae_before = std::fs::read(straight.join(AUTOENCODER_FILE)).unwrap();
-    trainer::train(&config, &source, &straight, &device, CLOCK).unwrap();
+    trainer::train(
+        &config,
+        &source,
+        &straight,
+        std::slice::from_ref(&device),
+        CLOCK,
+    )
+    .unwrap();
     assert_eq!(
         std::fs::read(straight.join(AUTOENCODER_FILE)).unwrap(),
         ae_before,
@@ -265,8 +272,22 @@ fn resumed_training_ends_with_the_same_weights() {
     with_autoencoder(&config, &source, &interrupted, Some(&straight));
     let mut short = micro();
     short.dit_training.steps = 3;
-    trainer::train(&short, &source, &interrupted, &device, CLOCK).unwrap();
-    let report = trainer::train(&config, &source, &interrupted, &device, CLOCK).unwrap();
+    trainer::train(
+        &short,
+        &source,
+        &interrupted,
+        std::slice::from_ref(&device),
+        CLOCK,
+    )
+    .unwrap();
+    let report = trainer::train(
+        &config,
+        &source,
+        &interrupted,
+        std::slice::from_ref(&device),
+        CLOCK,
+    )
+    .unwrap();
     assert_eq!(report.steps, 6);
 
     let load = |dir: &Path| {

@@ -16,7 +16,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
@@ -25,8 +24,9 @@ use dit_model::RunSpec;
 use dit_model::{Backend, DitConfig, Tokenizer};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
+use dit_train::data_parallel::Replicas;
 use dit_train::latent_cache::LatentCache;
-use dit_train::loss::{StepDraws, diffusion_loss};
+use dit_train::loss::{StepBatch, StepDraws};
 
 /// Measure DiT training and sampling speed.
 #[derive(Parser, Debug)]
@@ -44,6 +44,10 @@ struct Args {
     /// Training batch (default: the config's).
     #[arg(long)]
     batch: Option<usize>,
+    /// Devices that share the training step's batch, one replica on each (as
+    /// `dit-train --devices`): the step is then measured as `train_step_N_devices`.
+    #[arg(long, default_value_t = 1)]
+    devices: usize,
     /// Measure sampling only.
     #[arg(long)]
     sampling_only: bool,
@@ -173,7 +177,7 @@ fn line(
 fn bench_train(
     config: &ExperimentConfig,
     dit_config: &DitConfig,
-    device: &Device,
+    devices: &[Device],
     batch: usize,
     repeats: usize,
 ) -> Result<Timing> {
@@ -183,7 +187,14 @@ fn bench_train(
             pretrained.name()
         );
     }
-    let train_device = device.clone().autodiff();
+    if !batch.is_multiple_of(devices.len()) {
+        anyhow::bail!(
+            "a batch of {batch} does not split evenly between {} devices",
+            devices.len()
+        );
+    }
+    let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect());
+    let train_device = replicas.main().clone();
     let mut dit = dit_config.init(&train_device)?;
     let mut optim = optimizer(&config.dit_training);
     let c = dit_config;
@@ -220,8 +231,7 @@ fn bench_train(
     for step in 0..repeats + 3 {
         dit = timing.measure(step >= 3, || {
             let mut draws = StepDraws::new(0, step, batch, cache.len(), schedule.len(), 0.1);
-            let loss = diffusion_loss(
-                &dit,
+            let batch = StepBatch::new(
                 &schedule,
                 config.diffusion.prediction,
                 &cache,
@@ -229,7 +239,7 @@ fn bench_train(
                 5.0,
                 &train_device,
             );
-            let grads = GradientsParams::from_grads(loss.backward(), &dit);
+            let (_, grads) = replicas.gradients(&dit, &batch)?;
             let dit = optim.step(1e-4, dit, grads);
             let _ = dit.x_embedder.proj.weight.val().into_data(); // wait for the step to finish
             Ok(dit)
@@ -310,11 +320,16 @@ fn main() -> Result<()> {
         let timing = sgemm_peak(&device, args.repeats)?;
         let peak = line(&name, backend, "sgemm_1024", 1, &timing, peak_flops, None);
         if !args.sampling_only {
-            let s = bench_train(&config, &dit_config, &device, batch, args.repeats)?;
+            let devices = backend.devices(args.devices).map_err(anyhow::Error::msg)?;
+            let s = bench_train(&config, &dit_config, &devices, batch, args.repeats)?;
+            let what = match args.devices {
+                1 => "train_step".to_string(),
+                n => format!("train_step_{n}_devices"),
+            };
             line(
                 &name,
                 backend,
-                "train_step",
+                &what,
                 batch,
                 &s,
                 3.0 * forward_flops(&dit_config, batch, words),

@@ -235,3 +235,50 @@ fn a_missing_encoder_is_a_one_line_error_that_says_how_to_fetch_it() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(!out.exists());
 }
+
+/// The shipped `checkpoints/minilm`: a prompt in its captions' words comes out as asked (the
+/// pixel judge reads its colour, shape and direction), and words it never saw still make a clip.
+#[test]
+fn the_shipped_minilm_checkpoint_draws_what_the_prompt_says() {
+    let Some(minilm) = model_dir() else { return };
+    let checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/minilm");
+    let dir = tempfile::Builder::new()
+        .prefix("dit-infer-minilm-shipped-")
+        .tempdir()
+        .unwrap();
+    for (prompt, judged) in [
+        ("a blue circle moving left", true),
+        ("the yellow triangle slides down", true),
+        ("sora is sky", false),
+    ] {
+        let out = dir.path().join("clip.gif");
+        let o = dit_infer(
+            &[
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+                "--prompt",
+                prompt,
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &minilm,
+        );
+        assert!(
+            o.status.success(),
+            "{prompt:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let clip = dit_data::video::read_clip(&out, 8, 32).unwrap();
+        if judged {
+            let wanted = dit_data::Composition::parse_caption(prompt).unwrap();
+            let verdict = dit_data::judge_clip(&clip);
+            assert!(
+                verdict.matches(&wanted).all(),
+                "{prompt:?}: judged {:?}, {:?}, {:?}",
+                verdict.colour,
+                verdict.shape,
+                verdict.direction
+            );
+        }
+    }
+}

@@ -926,6 +926,27 @@ fn a_config_that_cannot_fit_is_refused_at_once() {
     assert!(!o.status.success());
     assert!(stderr.contains("more than --max-memory"), "{stderr}");
     assert!(!run.exists());
+    // The seed's scale (DiT-B/2 on 256×256 clips) prints its estimate and needs a large GPU.
+    let seed_scale = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dit-b-2-256.toml");
+    let o = dit_train(&[
+        "--config",
+        seed_scale.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--max-memory",
+        "32",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.contains("memory estimate: 50.3 GiB (DiT: 133.2 M parameters"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("more than --max-memory (32.0 GiB)"),
+        "{stderr}"
+    );
+    assert!(!run.exists());
 }
 
 /// An MP4 file with one track of `media` and `samples` samples of junk bytes.

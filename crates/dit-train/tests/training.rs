@@ -468,3 +468,92 @@ fn training_batches_show_what_their_captions_say() {
         "{agree} of 256 batches agree with their captions"
     );
 }
+
+/// The seed's scale, `configs/dit-b-2-256.toml`: 256×256 frames become 32×32×4 latents (8× per
+/// side, as the paper's VAE reduces 256×256×3 images), and DiT-B/2 reads 2,048 tokens. A
+/// test-sized variant (two frames, one block) takes one training step of each network on a
+/// real 256×256 clip of the data set: the autoencoder's loss and the DiT's both have gradients,
+/// and the DiT's weights move.
+#[test]
+fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_trains() {
+    use dit_train::memory::MemoryEstimate;
+
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dit-b-2-256.toml");
+    let config = ExperimentConfig::load(&path).unwrap();
+    config.validate().unwrap();
+    let d = &config.model.dit;
+    assert_eq!(config.data.size(), 256);
+    assert_eq!(
+        [d.latent_channels, d.latent_frames, d.latent_size],
+        [4, 8, 32]
+    );
+    assert_eq!((d.hidden, d.depth, d.heads, d.patch_size), (768, 12, 12, 2));
+    assert_eq!(d.num_tokens(), 2048);
+    let estimate = MemoryEstimate::of(&config);
+    assert!(estimate.total() > 8.0 * (1u64 << 30) as f64, "{estimate}");
+
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("frames = 8\n", "frames = 2\n", 1)
+        .replacen("depth = 12\nheads = 12\n", "depth = 1\nheads = 12\n", 1);
+    let small = ExperimentConfig::parse(&text).unwrap();
+    let source = ClipSource::open(&small).unwrap();
+    let device = Device::default().autodiff();
+    device.seed(4);
+    let batcher = VideoBatcher::new(source.tokenizer(), small.model.dit.text.max_words);
+    let items = vec![source.train_item(0, 0), source.train_item(1, 0)];
+    let batch = batcher.try_batch(items, &device).unwrap();
+    assert_eq!(batch.videos.dims(), [2, 3, 2, 256, 256]);
+
+    let mut ae_optim = optimizer(&small.dit_training);
+    let ae = small.model.autoencoder.init(&device).unwrap();
+    let moments = ae.encode(batch.videos.clone());
+    let latent = moments.mean.clone();
+    assert_eq!(latent.dims(), [2, 4, 2, 32, 32]);
+    let recon = ae.decode(latent.clone());
+    let ae_loss = (recon - batch.videos.clone()).powi_scalar(2).mean();
+    let grads = GradientsParams::from_grads(ae_loss.backward(), &ae);
+    assert!(!grads.is_empty());
+    let _ae = ae_optim.step(1e-3, ae, grads);
+
+    let mut dit_config = small.model.dit.clone();
+    dit_config.text.vocab_size = source.tokenizer().num_ids();
+    let dit = dit_config.init(&device).unwrap();
+    let before = named_parameters(&dit.valid());
+    let cache = LatentCache {
+        latents: latent.detach(),
+        tokens: batch
+            .captions
+            .iter()
+            .map(|c| batcher.tokenize(c).unwrap())
+            .collect(),
+        frozen: None,
+    };
+    let schedule = small.diffusion.build();
+    let mut draws = StepDraws::new(0, 0, 2, 2, schedule.len(), 0.0);
+    let loss = diffusion_loss(
+        &dit,
+        &schedule,
+        small.diffusion.prediction,
+        &cache,
+        &mut draws,
+        small.dit_training.min_snr_gamma,
+        &device,
+    );
+    assert!(loss.clone().into_scalar::<f32>().is_finite());
+    let grads = GradientsParams::from_grads(loss.backward(), &dit);
+    let mut optim = optimizer(&small.dit_training);
+    let dit = optim.step(1e-4, dit, grads);
+    let after = named_parameters(&dit.valid());
+    let moved: Vec<&str> = before
+        .iter()
+        .zip(&after)
+        .filter(|((_, a), (_, b))| a != b)
+        .map(|((name, _), _)| name.as_str())
+        .collect();
+    // adaLN-Zero: at the first step only the zero-initialised output layer has a gradient.
+    assert!(
+        !moved.is_empty() && moved.iter().all(|name| name.starts_with("final_layer.")),
+        "{moved:?}"
+    );
+}

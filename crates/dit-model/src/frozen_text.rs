@@ -9,11 +9,11 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::xavier_linear;
-use crate::text::TextFeatures;
+use crate::text::{NullPrompts, TextFeatures};
 
 /// A pretrained text encoder a DiT can condition on, as configs and `model.json` name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -145,46 +145,19 @@ impl FrozenTextProjection {
     /// - text: `batch` prompts of up to `n` tokens → tokens `[batch, n, width]`, padding
     ///   `[batch, n]`, pooled `[batch, hidden]`
     pub fn forward(&self, text: &FrozenText) -> TextFeatures {
-        let [batch, n, _] = text.states.dims();
-        let device = text.states.device();
-        let width = self.null_tokens.dims()[1];
-        let hidden = self.null_pooled.dims()[0];
-
         let count = text.mask.clone().sum_dim(1); // [batch, 1]
-        let is_null = count.equal_elem(0.0); // [batch, 1]
-        // A null prompt attends to its first position, which holds the null features.
-        let first = Tensor::<1, Int>::arange(0..n as i64, &device)
-            .equal_elem(0)
-            .reshape([1, n])
-            .expand([batch, n]);
-        let null_first = first.bool_and(is_null.clone().expand([batch, n])); // [batch, n]
-        let padding = text
-            .mask
-            .clone()
-            .equal_elem(0.0)
-            .bool_and(null_first.clone().bool_not());
-
-        let null_tokens = self
-            .null_tokens
-            .val()
-            .unsqueeze_dim::<3>(0)
-            .expand([batch, n, width]);
-        let tokens = self.token_proj.forward(text.states.clone()).mask_where(
-            null_first.unsqueeze_dim::<3>(2).expand([batch, n, width]),
-            null_tokens,
+        let null = NullPrompts::locate(count, text.mask.clone().equal_elem(0.0));
+        let tokens = null.fill_tokens(
+            self.token_proj.forward(text.states.clone()),
+            self.null_tokens.val(),
         ); // [batch, n, width]
-        let null_pooled = self
-            .null_pooled
-            .val()
-            .unsqueeze_dim::<2>(0)
-            .expand([batch, hidden]);
-        let pooled = self
-            .pooled_proj
-            .forward(text.pooled.clone())
-            .mask_where(is_null.expand([batch, hidden]), null_pooled); // [batch, hidden]
+        let pooled = null.fill_pooled(
+            self.pooled_proj.forward(text.pooled.clone()),
+            self.null_pooled.val(),
+        ); // [batch, hidden]
         TextFeatures {
             tokens,
-            padding,
+            padding: null.padding,
             pooled,
         }
     }

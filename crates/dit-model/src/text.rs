@@ -139,6 +139,61 @@ pub struct TextFeatures {
     pub pooled: Tensor<2>,
 }
 
+/// Where a batch's null prompts are — the rows without a token, classifier-free guidance's
+/// unconditional input — and how they read: a null row attends to its first position, which
+/// holds the learned null features, and its pooled vector is the learned null one. Shared by
+/// the trained encoder and the frozen encoder's projection.
+pub(crate) struct NullPrompts {
+    /// `[batch, 1]`: true for a null row.
+    is_null: Tensor<2, Bool>,
+    /// `[batch, n]`: true at a null row's first position.
+    null_first: Tensor<2, Bool>,
+    /// `[batch, n]`: true where a position must be ignored (padding, but not a null row's
+    /// first position).
+    pub padding: Tensor<2, Bool>,
+}
+
+impl NullPrompts {
+    /// From the token counts `[batch, 1]` and the padding `[batch, n]` of a batch.
+    pub(crate) fn locate(count: Tensor<2>, is_pad: Tensor<2, Bool>) -> Self {
+        let [batch, n] = is_pad.dims();
+        let is_null = count.equal_elem(0.0); // [batch, 1]
+        let first = Tensor::<1, Int>::arange(0..n as i64, &is_pad.device())
+            .equal_elem(0)
+            .reshape([1, n])
+            .expand([batch, n]);
+        let null_first = first.bool_and(is_null.clone().expand([batch, n])); // [batch, n]
+        let padding = is_pad.bool_and(null_first.clone().bool_not());
+        Self {
+            is_null,
+            null_first,
+            padding,
+        }
+    }
+
+    /// `tokens` `[batch, n, width]` with each null row's first position set to
+    /// `null_tokens` `[1, width]`.
+    pub(crate) fn fill_tokens(&self, tokens: Tensor<3>, null_tokens: Tensor<2>) -> Tensor<3> {
+        let [batch, n, width] = tokens.dims();
+        tokens.mask_where(
+            self.null_first
+                .clone()
+                .unsqueeze_dim::<3>(2)
+                .expand([batch, n, width]),
+            null_tokens.unsqueeze_dim::<3>(0).expand([batch, n, width]),
+        )
+    }
+
+    /// `pooled` `[batch, hidden]` with each null row set to `null_pooled` `[hidden]`.
+    pub(crate) fn fill_pooled(&self, pooled: Tensor<2>, null_pooled: Tensor<1>) -> Tensor<2> {
+        let [batch, hidden] = pooled.dims();
+        pooled.mask_where(
+            self.is_null.clone().expand([batch, hidden]),
+            null_pooled.unsqueeze_dim::<2>(0).expand([batch, hidden]),
+        )
+    }
+}
+
 /// Encodes word ids into [`TextFeatures`] (DiT's `y_embedder`, for text).
 #[derive(Module, Debug)]
 pub struct TextEncoder {
@@ -163,42 +218,22 @@ impl TextEncoder {
     /// - tokens: `[batch, words]` word ids, right-padded with [`PAD_ID`]; a row of
     ///   padding only is the null prompt.
     pub fn forward(&self, tokens: Tensor<2, Int>) -> TextFeatures {
-        let [batch, words] = tokens.dims();
-        let device = tokens.device();
-        let width = self.token_embedding.weight.dims()[1];
-        let hidden = self.null_pooled.dims()[0];
+        let [_, words] = tokens.dims();
 
         let is_pad = tokens.clone().equal_elem(PAD_ID as i64); // [batch, words]
         let real = is_pad.clone().bool_not().float(); // [batch, words]
         let count = real.clone().sum_dim(1); // [batch, 1]
-        let is_null = count.clone().equal_elem(0.0); // [batch, 1]
-        // A null prompt attends to its first position, which holds the null features.
-        let first = Tensor::<1, Int>::arange(0..words as i64, &device)
-            .equal_elem(0)
-            .reshape([1, words])
-            .expand([batch, words]);
-        let null_first = first.bool_and(is_null.clone().expand([batch, words])); // [batch, words]
-        let padding = is_pad.bool_and(null_first.clone().bool_not());
+        let null = NullPrompts::locate(count.clone(), is_pad);
 
         let positions = self
             .position_embedding
             .val()
             .narrow(0, 0, words)
             .unsqueeze_dim::<3>(0);
-        let mut x = self.token_embedding.forward(tokens) + positions; // [batch, words, width]
-        let null_tokens = self
-            .null_tokens
-            .val()
-            .unsqueeze_dim::<3>(0)
-            .expand([batch, words, width]);
-        x = x.mask_where(
-            null_first
-                .unsqueeze_dim::<3>(2)
-                .expand([batch, words, width]),
-            null_tokens,
-        );
+        let x = self.token_embedding.forward(tokens) + positions; // [batch, words, width]
+        let mut x = null.fill_tokens(x, self.null_tokens.val());
         for layer in &self.layers {
-            x = layer.forward(x, padding.clone());
+            x = layer.forward(x, null.padding.clone());
         }
         let x = self.norm.forward(x);
 
@@ -208,15 +243,10 @@ impl TextEncoder {
             .squeeze_dim::<2>(1); // [batch, width]
         let mean = summed / count.clamp_min(1.0);
         let pooled = self.pooled_proj.forward(mean); // [batch, hidden]
-        let null_pooled = self
-            .null_pooled
-            .val()
-            .unsqueeze_dim::<2>(0)
-            .expand([batch, hidden]);
-        let pooled = pooled.mask_where(is_null.expand([batch, hidden]), null_pooled);
+        let pooled = null.fill_pooled(pooled, self.null_pooled.val());
         TextFeatures {
             tokens: x,
-            padding,
+            padding: null.padding,
             pooled,
         }
     }

@@ -8,7 +8,8 @@
 # PyTorch runs with TORCH_THREADS threads (default: nproc, as Burn's flex
 # backend uses every core). Prints both benches' JSON lines, then a table with
 # the ratio PyTorch/Burn of the median times (> 1: Burn is faster).
-# Creates scripts/reference/.venv (torch, safetensors, numpy from PyPI) on first use.
+# Uses the system's PyTorch when it has one, else creates scripts/reference/.venv (torch,
+# safetensors, numpy from PyPI) on first use. Run it on an idle machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -19,11 +20,15 @@ if [ $# -gt 0 ] && [[ "$1" != --* ]]; then
 fi
 
 ref="$root/scripts/reference"
-if [ ! -x "$ref/.venv/bin/python" ]; then
-  python3 -m venv "$ref/.venv"
-  "$ref/.venv/bin/pip" install -q -r "$ref/requirements.txt"
+if python3 -c 'import torch, safetensors, numpy' 2>/dev/null; then
+  py=python3
+else
+  if [ ! -x "$ref/.venv/bin/python" ]; then
+    python3 -m venv "$ref/.venv"
+    "$ref/.venv/bin/pip" install -q -r "$ref/requirements.txt"
+  fi
+  py="$ref/.venv/bin/python"
 fi
-py="$ref/.venv/bin/python"
 
 cargo build --release -p dit-train --bin dit-bench
 

@@ -42,7 +42,8 @@ train_step = 3 · forward(B); sample_clip = 50 · forward(2B) with guidance
 (forward(B) without). GFLOP/s = that count / median seconds / 1e9.
 
 Usage: bench_torch.py --config configs/tiny.toml [--repeats N] [--threads 2]
-       [--batch B] [--device cpu|cuda] [--sampling-only]
+       [--batch B] [--device cpu|cuda] [--precision fp32|tf32|bf16]
+       [--sample-clips 1,16] [--sampling-only]
 """
 import argparse
 import json
@@ -53,12 +54,11 @@ import sys
 import time
 import tomllib
 
-# OpenMP threads that spin while waiting at a barrier (the default) are ~50x
-# slower when the machine is busy with other work and num_threads = cores
-# (measured: 0.43 s instead of 8 ms per tiny forward on a 2-core machine running
-# a training job). Rayon, under Burn, sleeps instead. Set OMP_WAIT_POLICY=ACTIVE
-# to measure the spinning default on an idle machine. Must precede `import torch`.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# OpenMP's default wait policy lets a thread spin at a barrier before it sleeps: on an idle
+# machine that is what makes PyTorch fast at this model's small operations (thousands per
+# clip), and benchmarks run on an idle machine. On a busy one spinning threads are ~50×
+# slower (0.43 s instead of 8 ms per tiny forward next to a training job): set
+# OMP_WAIT_POLICY=PASSIVE there. Must precede `import torch`.
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -143,14 +143,21 @@ def dit_forward(model, latent, t, text):
     return model.unpatchify(model.final_layer(x, c))
 
 
+def autocast(device, precision):
+    """bf16 autocast for `--precision bf16` (matrix products and SDPA in bfloat16, reductions
+    in float32), else nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def bench_train(cfg, raw, device, batch, repeats):
+def bench_train(cfg, raw, device, batch, repeats, precision, compiled):
     tr = raw["dit_training"]
     model = DiT(cfg).to(device).train()
+    forward = torch.compile(model) if compiled else model
     optim = torch.optim.AdamW(model.parameters(), lr=tr["learning_rate"], weight_decay=tr["weight_decay"])
     clip = tr.get("grad_clip", 0.0)
     gamma = tr.get("min_snr_gamma", 0.0)
@@ -179,8 +186,9 @@ def bench_train(cfg, raw, device, batch, repeats):
         tokens = captions[clips].masked_fill(dropped[:, None], 0)
         noise = torch.randn_like(x0)
         x_t = signal[t].view(-1, 1, 1, 1, 1) * x0 + sigma[t].view(-1, 1, 1, 1, 1) * noise
-        predicted = model(x_t, t.float(), tokens)
-        per_sample = F.mse_loss(predicted, noise, reduction="none").flatten(1).mean(1)
+        with autocast(device, precision):
+            predicted = forward(x_t, t.float(), tokens)
+        per_sample = F.mse_loss(predicted.float(), noise, reduction="none").flatten(1).mean(1)
         loss = (per_sample * weight[t]).mean()
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,13 +196,13 @@ def bench_train(cfg, raw, device, batch, repeats):
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optim.step()
         sync(device)
-        if step >= 3:
-            times.append(time.perf_counter() - start)
-    return statistics.median_high(times)
+        times.append(time.perf_counter() - start)
+    return statistics.median_high(times[3:]), times[0]
 
 
-def bench_sample(cfg, raw, device, clips, repeats):
+def bench_sample(cfg, raw, device, clips, repeats, precision, compiled):
     model = DiT(cfg).to(device).eval()
+    step = torch.compile(dit_forward) if compiled else dit_forward
     guidance = float(raw.get("guidance", 1.0))
     guided = guidance != 1.0
     words = cfg["max_words"]
@@ -206,14 +214,16 @@ def bench_sample(cfg, raw, device, clips, repeats):
 
     def run():
         tokens = torch.cat([prompt, torch.zeros_like(prompt)]) if guided else prompt
-        text = model.text_encoder(tokens)
+        with autocast(device, precision):
+            text = model.text_encoder(tokens)
         x = torch.randn(shape, device=device)
         n = 2 * clips if guided else clips
         for i, t in enumerate(timesteps):
             a_t = a_bar[t]
             a_prev = a_bar[timesteps[i + 1]] if i + 1 < len(timesteps) else 1.0
-            out = dit_forward(model, torch.cat([x, x]) if guided else x,
-                              torch.full((n,), float(t), device=device), text)
+            with autocast(device, precision):
+                out = step(model, torch.cat([x, x]) if guided else x,
+                                  torch.full((n,), float(t), device=device), text).float()
             if guided:
                 cond, uncond = out[:clips], out[clips:]
                 eps = uncond + (cond - uncond) * guidance
@@ -231,16 +241,15 @@ def bench_sample(cfg, raw, device, clips, repeats):
             start = time.perf_counter()
             run()
             sync(device)
-            if i >= 1:
-                times.append(time.perf_counter() - start)
-    return statistics.median_high(times), (2 if guided else 1)
+            times.append(time.perf_counter() - start)
+    return statistics.median_high(times[1:]), times[0], (2 if guided else 1)
 
 
-def line(config, backend, what, batch, median_s, flops):
+def line(config, backend, what, batch, median_s, first_s, flops):
     # Same field order and precision as dit-bench's `line`.
     print(f'{{"config":{json.dumps(config)},"backend":"{backend}","what":"{what}","batch":{batch},'
           f'"median_s":{median_s:.5f},"samples_per_s":{batch / median_s:.2f},'
-          f'"gflops":{flops / median_s / 1e9:.2f}}}', flush=True)
+          f'"gflops":{flops / median_s / 1e9:.2f},"first_s":{first_s:.5f}}}', flush=True)
 
 
 def main():
@@ -251,6 +260,12 @@ def main():
     parser.add_argument("--batch", type=int, help="training batch (default: the config's)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sampling-only", action="store_true")
+    parser.add_argument("--sample-clips", default="1,16",
+                        help="clips generated together in the sampling measurements")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model (the first step then includes compiling)")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16"],
+                        help="fp32; tf32 matrix products (CUDA); bf16 autocast")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -260,18 +275,20 @@ def main():
         print("bench_torch.py: CUDA is not available, measuring the CPU", file=sys.stderr)
         args.device = "cpu"
     device = torch.device(args.device)
-    backend = f"pytorch-{device.type}"
+    torch.set_float32_matmul_precision("high" if args.precision == "tf32" else "highest")
+    backend = (f"pytorch-{device.type}" + ("" if args.precision == "fp32" else f"-{args.precision}")
+               + ("-compiled" if args.compile else ""))
 
     cfg, raw = load_config(args.config)
     name = os.path.splitext(os.path.basename(args.config))[0]
     batch = args.batch or raw["dit_training"]["batch_size"]
     words = cfg["max_words"]
     if not args.sampling_only:
-        s = bench_train(cfg, raw, device, batch, args.repeats)
-        line(name, backend, "train_step", batch, s, 3.0 * forward_flops(cfg, batch, words))
-    for clips in (1, 16):
-        s, guided = bench_sample(cfg, raw, device, clips, args.repeats)
-        line(name, backend, "sample_clip", clips, s,
+        s, first = bench_train(cfg, raw, device, batch, args.repeats, args.precision, args.compile)
+        line(name, backend, "train_step", batch, s, first, 3.0 * forward_flops(cfg, batch, words))
+    for clips in (int(c) for c in args.sample_clips.split(",")):
+        s, first, guided = bench_sample(cfg, raw, device, clips, args.repeats, args.precision, args.compile)
+        line(name, backend, "sample_clip", clips, s, first,
              SAMPLE_STEPS * forward_flops(cfg, guided * clips, words))
 
 

@@ -51,6 +51,9 @@ struct Args {
     /// Measure sampling only.
     #[arg(long)]
     sampling_only: bool,
+    /// Clips generated together in the sampling measurements.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
+    sample_clips: Vec<usize>,
 }
 
 /// Multiply-add count ×2 of one forward pass for `batch` clips with `words`-word prompts.
@@ -94,11 +97,14 @@ fn process_cpu_seconds() -> Option<f64> {
     (per_second > 0).then(|| ticks / per_second as f64)
 }
 
-/// Wall-clock times of the timed repetitions and the CPU time they used.
+/// Wall-clock times of the timed repetitions and the CPU time they used, and the time of
+/// the very first repetition (on a GPU backend it includes compiling and autotuning the
+/// kernels).
 #[derive(Default)]
 struct Timing {
     wall: Vec<f64>,
     cpu: Option<f64>,
+    first: Option<f64>,
 }
 
 impl Timing {
@@ -106,6 +112,7 @@ impl Timing {
     fn measure<T>(&mut self, timed: bool, run: impl FnOnce() -> Result<T>) -> Result<T> {
         let (start, cpu_start) = (Instant::now(), process_cpu_seconds());
         let out = run()?;
+        self.first.get_or_insert(start.elapsed().as_secs_f64());
         if timed {
             self.wall.push(start.elapsed().as_secs_f64());
             self.cpu = match (self.cpu.or(Some(0.0)), cpu_start, process_cpu_seconds()) {
@@ -169,6 +176,7 @@ fn line(
         "gflops": gflops,
         "of_sgemm_peak": peak_gflops.map(|p| gflops / p),
         "cores_busy": timing.cores_busy(),
+        "first_s": timing.first,
     });
     println!("{record}");
     gflops
@@ -336,7 +344,7 @@ fn main() -> Result<()> {
                 Some(peak),
             );
         }
-        for clips in [1, 16] {
+        for &clips in &args.sample_clips {
             let s = bench_sample(&config, &dit_config, &device, clips, args.repeats)?;
             let guided = if config.guidance != 1.0 { 2 } else { 1 };
             line(

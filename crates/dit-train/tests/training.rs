@@ -508,7 +508,7 @@ fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_tr
     let mut ae_optim = optimizer(&small.dit_training);
     let ae = small.model.autoencoder.init(&device).unwrap();
     let moments = ae.encode(batch.videos.clone());
-    let latent = moments.mean.clone();
+    let latent = moments.mean;
     assert_eq!(latent.dims(), [2, 4, 2, 32, 32]);
     let recon = ae.decode(latent.clone());
     let ae_loss = (recon - batch.videos.clone()).powi_scalar(2).mean();

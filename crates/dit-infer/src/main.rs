@@ -91,7 +91,7 @@ struct Args {
     /// Pixel magnification of the outputs.
     #[arg(long, default_value_t = 4)]
     scale: usize,
-    /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
+    /// Backend among those compiled in (flex, ndarray, wgpu, vulkan, cuda).
     #[arg(long, global = true)]
     backend: Option<Backend>,
 }

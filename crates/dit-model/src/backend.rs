@@ -1,8 +1,8 @@
 //! Backend selection: the one place where a [`Device`] is chosen.
 //!
 //! Backends are compiled in by cargo features (`flex`, the default, `ndarray`,
-//! `wgpu`, `cuda`); binaries pick one of the compiled ones at run time with
-//! `--backend`.
+//! `wgpu`, `vulkan`, `cuda`; the GPU ones with Burn's kernel fusion and autotuning);
+//! binaries pick one of the compiled ones at run time with `--backend`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,18 +16,21 @@ pub enum Backend {
     Flex,
     /// The ndarray CPU backend.
     Ndarray,
-    /// wgpu: Vulkan, Metal, DX12 or WebGPU.
+    /// wgpu: Vulkan, Metal, DX12 or WebGPU, whichever the machine offers.
     Wgpu,
+    /// wgpu pinned to Vulkan (SPIR-V kernels, tensor cores where the driver has them).
+    Vulkan,
     /// CUDA.
     Cuda,
 }
 
 impl Backend {
     /// Every backend, compiled in or not.
-    pub const ALL: [Backend; 4] = [
+    pub const ALL: [Backend; 5] = [
         Backend::Flex,
         Backend::Ndarray,
         Backend::Wgpu,
+        Backend::Vulkan,
         Backend::Cuda,
     ];
 
@@ -37,6 +40,7 @@ impl Backend {
             Backend::Flex => "flex",
             Backend::Ndarray => "ndarray",
             Backend::Wgpu => "wgpu",
+            Backend::Vulkan => "vulkan",
             Backend::Cuda => "cuda",
         }
     }
@@ -47,6 +51,7 @@ impl Backend {
             Backend::Flex => cfg!(feature = "flex"),
             Backend::Ndarray => cfg!(feature = "ndarray"),
             Backend::Wgpu => cfg!(feature = "wgpu"),
+            Backend::Vulkan => cfg!(feature = "vulkan"),
             Backend::Cuda => cfg!(feature = "cuda"),
         }
     }
@@ -74,6 +79,8 @@ impl Backend {
             Backend::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok(Device::wgpu(Default::default())),
+            #[cfg(feature = "vulkan")]
+            Backend::Vulkan => Ok(Device::vulkan(Default::default())),
             #[cfg(feature = "cuda")]
             Backend::Cuda => Ok(Device::cuda(0)),
             #[allow(unreachable_patterns)]
@@ -81,6 +88,25 @@ impl Backend {
                 "backend `{other}` is not compiled into this binary; rebuild with `--features {other}` (compiled in: {})",
                 compiled_names()
             )),
+        }
+    }
+
+    /// The compiled backend whose default device is `device` (a test's `Device::default()`,
+    /// which `BURN_DEVICE` picks), if any.
+    pub fn of(device: &Device) -> Option<Backend> {
+        Self::compiled()
+            .into_iter()
+            .find(|b| b.device().is_ok_and(|d| d == *device))
+    }
+
+    /// The absolute difference a parity test allows between this backend's DiT outputs
+    /// (values of order one) and an f32 reference: 1e-4 where matrix products run in f32,
+    /// 2e-2 on CUDA, whose autotuned matrix products may run in TF32 (a 10-bit mantissa,
+    /// relative error ≈ 5e-4 per product) as PyTorch's do on recent NVIDIA GPUs.
+    pub fn parity_tolerance(self) -> f32 {
+        match self {
+            Backend::Cuda => 2e-2,
+            _ => 1e-4,
         }
     }
 
@@ -99,6 +125,10 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Ok((0..count)
                 .map(|i| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)))
+                .collect()),
+            #[cfg(feature = "vulkan")]
+            Backend::Vulkan => Ok((0..count)
+                .map(|i| Device::vulkan(burn::tensor::DeviceKind::DiscreteGpu(i)))
                 .collect()),
             #[cfg(feature = "cuda")]
             Backend::Cuda => Ok((0..count).map(Device::cuda).collect()),
@@ -130,7 +160,7 @@ impl FromStr for Backend {
             .find(|b| b.name() == s.to_ascii_lowercase())
             .ok_or_else(|| {
                 format!(
-                    "unknown backend `{s}`; known: flex, ndarray, wgpu, cuda (compiled in: {})",
+                    "unknown backend `{s}`; known: flex, ndarray, wgpu, vulkan, cuda (compiled in: {})",
                     compiled_names()
                 )
             })
@@ -163,6 +193,16 @@ mod tests {
             assert!(devices.iter().all(|d| *d == b.device().unwrap()));
         }
         assert!(b.devices(0).unwrap_err().contains("positive"));
+    }
+
+    #[test]
+    fn a_backend_is_known_by_its_device() {
+        for b in Backend::compiled() {
+            if b == Backend::Vulkan || b == Backend::Wgpu && Backend::Vulkan.is_compiled() {
+                continue; // Vulkan is a wgpu device too: the two may compare equal.
+            }
+            assert_eq!(Backend::of(&b.device().unwrap()), Some(b));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData, Tolerance};
 use dit_model::weights::{load_pytorch_safetensors, named_parameters, save_pytorch_safetensors};
-use dit_model::{DitConfig, TextEncoderConfig};
+use dit_model::{Backend, DitConfig, TextEncoderConfig};
 use safetensors::SafeTensors;
 
 fn fixture(name: &str) -> PathBuf {
@@ -75,9 +75,11 @@ fn reference_parity_with_pytorch() {
     let text = dit.encode_text(dit_model::PromptInput::Words(tokens));
     let out = dit.forward(latent, t, &text);
     let expected = TensorData::new(floats(&eps), eps_shape);
-    // The reference output has std ≈ 1.75; 1e-4 is far below any real discrepancy.
+    // The reference output has std ≈ 1.75; 1e-4 (f32 products) is far below any real
+    // discrepancy; a backend with reduced-precision products states its own.
+    let tolerance = Backend::of(&device).map_or(1e-4, Backend::parity_tolerance);
     out.into_data()
-        .assert_approx_eq::<f32>(&expected, Tolerance::absolute(1e-4));
+        .assert_approx_eq::<f32>(&expected, Tolerance::absolute(tolerance));
 }
 
 #[test]

@@ -29,7 +29,7 @@ struct Args {
     /// Run folder of a trained model (default: the shipped checkpoint).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
-    /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
+    /// Backend among those compiled in (flex, ndarray, wgpu, vulkan, cuda).
     #[arg(long)]
     backend: Option<Backend>,
     /// Worker threads, each with its own copy of the model.

@@ -47,7 +47,7 @@ struct Args {
     /// Refuse configs whose memory estimate exceeds this many GiB (default: the machine's memory).
     #[arg(long)]
     max_memory: Option<f64>,
-    /// Backend among those compiled in (flex, ndarray, wgpu, cuda).
+    /// Backend among those compiled in (flex, ndarray, wgpu, vulkan, cuda).
     #[arg(long)]
     backend: Option<Backend>,
     /// Devices that share each DiT step's batch, one replica on each (overrides

@@ -15,7 +15,9 @@ use dit_infer::fashion_eval::{FashionScores, quick_fashion_scores};
 use dit_infer::pipeline::{GenerateOptions, TextToVideo};
 use dit_infer::sampler::SamplerKind;
 use dit_model::TrainingData;
-use dit_model::run::{CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier, read_spec};
+use dit_model::run::{
+    CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier, read_spec, write_atomic,
+};
 
 use crate::config::ExperimentConfig;
 
@@ -230,7 +232,8 @@ impl FidelityLog {
             text.push_str(&point.to_line());
             text.push('\n');
         }
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        // Atomically: a run killed while rewriting must not lose the points it keeps.
+        write_atomic(&path, text.as_bytes())?;
         Ok(Self {
             run_dir: run_dir.to_path_buf(),
         })

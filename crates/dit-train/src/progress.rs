@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dit_data::figure::{LineChart, Mark};
-use dit_model::run::{AUTOENCODER_LOSS_LOG, DECODER_LOSS_LOG, DIT_LOSS_LOG, loss_paths};
+use dit_model::run::{
+    AUTOENCODER_LOSS_LOG, DECODER_LOSS_LOG, DIT_LOSS_LOG, loss_paths, write_atomic,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar over training steps with loss, steps/s and ETA.
@@ -176,7 +178,9 @@ impl LossLog {
             let what = what.replace(['\n', '\r'], " ");
             text.push_str(&format!("{NOTE}{keep_until}: {what}\n"));
         }
-        fs::write(path, text)?;
+        // Atomically: a run killed while rewriting must not lose the lines it keeps (a
+        // truncated log would stay truncated when the run resumes).
+        write_atomic(path, text.as_bytes()).map_err(std::io::Error::other)?;
         Ok(Self {
             path: path.to_path_buf(),
         })

@@ -94,15 +94,6 @@ impl LatentCache {
         })
     }
 
-    /// The cache on another device (the training device).
-    pub(crate) fn into_device(self, device: &Device) -> Self {
-        Self {
-            latents: Tensor::from_data(self.latents.into_data(), device),
-            tokens: self.tokens,
-            frozen: self.frozen,
-        }
-    }
-
     /// Number of cached clips.
     pub fn len(&self) -> usize {
         self.tokens.len()

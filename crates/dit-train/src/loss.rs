@@ -94,8 +94,10 @@ enum BatchPrompts<'a> {
 }
 
 impl<'a> StepBatch<'a> {
-    /// The batch of `draws`: latents from `cache`, noised at the drawn diffusion steps
-    /// (for a flow, at σ drawn logit-normally from the step's generator, before the noise).
+    /// The batch of `draws`: latents from `cache` (on `device`), noised at the drawn
+    /// diffusion steps (for a flow, at σ drawn logit-normally from the step's generator,
+    /// before the noise). Training builds it on the device without autodiff, so that no
+    /// replica's graph shares a node with another's; [`Self::loss`] moves it.
     pub fn new(
         schedule: &NoiseSchedule,
         prediction: Prediction,

@@ -115,8 +115,7 @@ pub fn train(
         d.train_clips,
         config.seed,
         device,
-    )?
-    .into_device(&train_device);
+    )?;
     let encode_seconds = encode_start.elapsed().as_secs_f64();
     eprintln!(
         "encoded {} training clips into latents in {encode_seconds:.1} s",
@@ -152,13 +151,14 @@ pub fn train(
             schedule.len(),
             d.caption_dropout,
         );
+        // Built off the autodiff graph; each replica takes its share onto its own device.
         let batch = StepBatch::new(
             &schedule,
             config.diffusion.prediction,
             &cache,
             &mut draws,
             d.min_snr_gamma,
-            &train_device,
+            device,
         );
         let (value, grads) = replicas.gradients(&ckpt.dit, &batch)?;
         if !value.is_finite() {

@@ -71,8 +71,9 @@ fn relative_difference(a: &[(String, Vec<f32>)], b: &[(String, Vec<f32>)]) -> f6
 /// file run in parallel, and their draws must not interleave.
 static GENERATOR: Mutex<()> = Mutex::new(());
 
-/// A DiT of the micro config (with `frozen`: conditioned on frozen-encoder states) and a
-/// latent cache of `BATCH` random clips.
+/// A DiT of the micro config (with `frozen`: conditioned on frozen-encoder states) on the
+/// autodiff device of `device`, and a latent cache of `BATCH` random clips on `device`
+/// itself, as training keeps it.
 fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
     let _generator = GENERATOR
         .lock()
@@ -102,7 +103,7 @@ fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
         }
     });
     device.seed(5);
-    let dit = c.init(device).unwrap();
+    let dit = c.init(&device.clone().autodiff()).unwrap();
     // Burn initialises a parameter on first use: here, in module order, as training does.
     let _ = dit.valid();
     let cache = LatentCache {
@@ -121,11 +122,12 @@ fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
 
 #[test]
 fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
-    let device = Device::default().autodiff();
+    let device = Device::default();
+    let train = device.clone().autodiff();
     let config = micro();
     let schedule = config.diffusion.build();
-    let one = Replicas::new(vec![device.clone()]);
-    let two = Replicas::new(vec![device.clone(), device.clone()]);
+    let one = Replicas::new(vec![train.clone()]);
+    let two = Replicas::new(vec![train.clone(), train]);
     for frozen in [false, true] {
         let (dit, cache) = setup(frozen, &device);
         // adaLN-Zero starts with zero gates: a few steps open them so that every
@@ -164,7 +166,8 @@ fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
 
 #[test]
 fn two_replicas_train_to_the_weights_of_one_device() {
-    let device = Device::default().autodiff();
+    let device = Device::default();
+    let autodiff = device.clone().autodiff();
     let config = micro();
     let schedule = config.diffusion.build();
     let train = |replicas: Replicas| {
@@ -185,8 +188,8 @@ fn two_replicas_train_to_the_weights_of_one_device() {
         }
         named_parameters(&dit.valid())
     };
-    let one = train(Replicas::new(vec![device.clone()]));
-    let two = train(Replicas::new(vec![device.clone(), device.clone()]));
+    let one = train(Replicas::new(vec![autodiff.clone()]));
+    let two = train(Replicas::new(vec![autodiff.clone(), autodiff.clone()]));
     assert_eq!(one.len(), two.len());
     let mut moved = 0.0f32;
     for ((name, a), (_, b)) in one.iter().zip(&two) {

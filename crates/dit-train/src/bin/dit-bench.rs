@@ -217,7 +217,7 @@ fn bench_train(
                 c.latent_size,
             ],
             Distribution::Normal(0.0, 1.0),
-            &train_device,
+            &devices[0],
         ),
         tokens: (0..256)
             .map(|i| {
@@ -245,7 +245,7 @@ fn bench_train(
                 &cache,
                 &mut draws,
                 5.0,
-                &train_device,
+                &devices[0],
             );
             let (_, grads) = replicas.gradients(&dit, &batch)?;
             let dit = optim.step(1e-4, dit, grads);

@@ -129,7 +129,46 @@ pub fn router(studio: Arc<Studio>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(refuse_oversized))
         .with_state(studio)
+}
+
+/// Declared bodies up to this size are read and dropped before the 413 answer; larger ones
+/// are refused unread.
+const DRAINED_BODY_BYTES: u64 = 1 << 20;
+
+/// Answers a request whose declared body (`Content-Length`) is over [`MAX_BODY_BYTES`] with
+/// 413 and `Connection: close`, after reading the body and dropping it when it is at most
+/// [`DRAINED_BODY_BYTES`] (for at most 5 s). A server that closes while the client is still
+/// sending makes the client's system reset the connection, which loses the answer; letting
+/// the client finish first, in bounded time and memory, gets it the message.
+async fn refuse_oversized(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(bytes) if bytes > MAX_BODY_BYTES as u64 => {
+            if bytes <= DRAINED_BODY_BYTES {
+                let body = axum::body::to_bytes(request.into_body(), DRAINED_BODY_BYTES as usize);
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), body).await;
+            }
+            let mut response = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(request).await,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -289,12 +289,18 @@ fn bad_requests_get_a_4xx_with_a_one_line_json_error() {
 #[test]
 fn thirty_two_concurrent_requests_are_all_answered_and_the_server_stays_healthy() {
     let server = Arc::new(Server::start(2));
+    // All 32 are sent at once, and each generation is long enough (100 steps) that they
+    // arrive while the first is running, however busy the machine.
+    let start = Arc::new(std::sync::Barrier::new(32));
     let handles: Vec<_> = (0..32)
         .map(|i| {
             let url = server.url("/api/generate");
+            let start = Arc::clone(&start);
             thread::spawn(move || {
-                let body = json!({"prompt": "a green square moving down", "seed": i, "steps": 20});
-                post_json(&client(), &url, &body)
+                let body = json!({"prompt": "a green square moving down", "seed": i, "steps": 100});
+                let agent = client();
+                start.wait();
+                post_json(&agent, &url, &body)
             })
         })
         .collect();

@@ -8,9 +8,9 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use dit_model::Prediction;
 use dit_model::frozen_text::{EncodedPrompt, PretrainedText};
 use dit_model::weights::named_parameters;
+use dit_model::{NoiseSchedule, Prediction};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
@@ -120,6 +120,25 @@ fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
     (dit, cache)
 }
 
+/// The ε-prediction batch of step `step` (seed 9, min-SNR-5, caption dropout `dropout`).
+fn step_batch<'a>(
+    cache: &'a LatentCache,
+    schedule: &NoiseSchedule,
+    step: usize,
+    dropout: f64,
+    device: &Device,
+) -> StepBatch<'a> {
+    let mut draws = StepDraws::new(9, step, BATCH, BATCH, schedule.len(), dropout);
+    StepBatch::new(
+        schedule,
+        Prediction::Epsilon,
+        cache,
+        &mut draws,
+        5.0,
+        device,
+    )
+}
+
 #[test]
 fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
     let device = Device::default();
@@ -135,15 +154,7 @@ fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
         let mut optim = optimizer(&config.dit_training);
         let mut dit = dit;
         for step in 0..4 {
-            let mut draws = StepDraws::new(9, step, BATCH, BATCH, schedule.len(), 0.25);
-            let batch = StepBatch::new(
-                &schedule,
-                Prediction::Epsilon,
-                &cache,
-                &mut draws,
-                5.0,
-                &device,
-            );
+            let batch = step_batch(&cache, &schedule, step, 0.25, &device);
             let (loss_one, grads_one) = one.gradients(&dit, &batch).unwrap();
             let (loss_two, grads_two) = two.gradients(&dit, &batch).unwrap();
             let (a, b) = (
@@ -174,15 +185,7 @@ fn two_replicas_train_to_the_weights_of_one_device() {
         let (mut dit, cache) = setup(false, &device);
         let mut optim = optimizer(&config.dit_training);
         for step in 0..20 {
-            let mut draws = StepDraws::new(9, step, BATCH, BATCH, schedule.len(), 0.1);
-            let batch = StepBatch::new(
-                &schedule,
-                Prediction::Epsilon,
-                &cache,
-                &mut draws,
-                5.0,
-                &device,
-            );
+            let batch = step_batch(&cache, &schedule, step, 0.1, &device);
             let (_, grads) = replicas.gradients(&dit, &batch).unwrap();
             dit = optim.step(1e-3, dit, grads);
         }

@@ -192,7 +192,7 @@ fn two_replicas_train_to_the_weights_of_one_device() {
         named_parameters(&dit.valid())
     };
     let one = train(Replicas::new(vec![autodiff.clone()]));
-    let two = train(Replicas::new(vec![autodiff.clone(), autodiff.clone()]));
+    let two = train(Replicas::new(vec![autodiff.clone(), autodiff]));
     assert_eq!(one.len(), two.len());
     let mut moved = 0.0f32;
     for ((name, a), (_, b)) in one.iter().zip(&two) {

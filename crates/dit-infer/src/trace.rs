@@ -315,11 +315,7 @@ pub fn trace(
     if t >= steps_total {
         bail!("--t must be below {steps_total} (the model's diffusion steps), got {t}");
     }
-    let [gf, gr, gc] = [
-        dit_config.latent_frames / dit_config.patch_frames,
-        dit_config.latent_size / dit_config.patch_size,
-        dit_config.latent_size / dit_config.patch_size,
-    ];
+    let [gf, gr, gc] = dit_config.grid();
     let token = options.token.unwrap_or([gf / 2, gr / 2, gc / 2]);
     if token[0] >= gf || token[1] >= gr || token[2] >= gc {
         bail!(

@@ -157,11 +157,7 @@ async fn refuse_oversized(
                 let body = axum::body::to_bytes(request.into_body(), DRAINED_BODY_BYTES as usize);
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(5), body).await;
             }
-            let mut response = ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-            .into_response();
+            let mut response = ApiError::too_large().into_response();
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -196,6 +192,14 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
+
+    /// 413: a request body over [`MAX_BODY_BYTES`].
+    fn too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    }
 }
 
 impl From<QueueFull> for ApiError {
@@ -220,7 +224,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::BytesRejection(_)
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
             {
-                format!("the request body is larger than {MAX_BODY_BYTES} bytes")
+                return Self::too_large();
             }
             _ => rejection.body_text(),
         };

@@ -15,7 +15,7 @@
 
 use std::thread;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor};
@@ -41,19 +41,17 @@ impl Replicas {
         &self.devices[0]
     }
 
-    /// Number of replicas.
-    pub fn len(&self) -> usize {
-        self.devices.len()
-    }
-
-    /// Whether there is no replica (never: [`Self::new`] refuses it).
-    pub fn is_empty(&self) -> bool {
-        self.devices.is_empty()
-    }
-
     /// The loss of `batch` (its mean over every sample) and its gradients for `dit`,
-    /// on the main device. One replica is the plain single-device step.
+    /// on the main device. One replica is the plain single-device step; a batch that
+    /// does not split evenly between the replicas is an error.
     pub fn gradients(&self, dit: &Dit, batch: &StepBatch) -> Result<(f64, GradientsParams)> {
+        if !batch.len().is_multiple_of(self.devices.len()) {
+            bail!(
+                "a batch of {} does not split evenly between {} devices",
+                batch.len(),
+                self.devices.len()
+            );
+        }
         if self.devices.len() == 1 {
             let loss = batch.loss(dit, self.main());
             let value = loss.clone().into_scalar::<f32>() as f64;

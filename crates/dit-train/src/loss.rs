@@ -179,7 +179,8 @@ impl<'a> StepBatch<'a> {
     /// The batch cut into `parts` contiguous shares of equal size, in order.
     ///
     /// # Panics
-    /// If `parts` does not divide the batch (the config check refuses such a run).
+    /// If `parts` does not divide the batch ([`crate::data_parallel::Replicas::gradients`]
+    /// refuses such a batch before splitting it).
     pub fn split(&self, parts: usize) -> Vec<StepBatch<'a>> {
         let batch = self.len();
         assert!(

@@ -80,13 +80,6 @@ pub fn train(
     let Some(device) = devices.first() else {
         bail!("training needs a device");
     };
-    if !d.batch_size.is_multiple_of(devices.len()) {
-        bail!(
-            "dit_training.batch_size {} does not split evenly between {} devices",
-            d.batch_size,
-            devices.len()
-        );
-    }
     let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect());
     let train_device = replicas.main().clone();
     let tokenizer = source.tokenizer();

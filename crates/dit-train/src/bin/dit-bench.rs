@@ -195,12 +195,6 @@ fn bench_train(
             pretrained.name()
         );
     }
-    if !batch.is_multiple_of(devices.len()) {
-        anyhow::bail!(
-            "a batch of {batch} does not split evenly between {} devices",
-            devices.len()
-        );
-    }
     let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect());
     let train_device = replicas.main().clone();
     let mut dit = dit_config.init(&train_device)?;

@@ -1,7 +1,7 @@
 //! Sampling from a trained text-to-video DiT.
 //!
-//! - [`sampler`]: DDPM, DDIM and Euler reverse processes, respacing, classifier-free guidance;
-//! - [`pipeline`]: prompt → tokens → denoised latent → decoded frames;
+//! - [`pipeline`]: prompt → tokens → denoised latent → decoded frames (the samplers and the
+//!   forward process they walk back are `dit_model::sampler` and `dit_model::process`);
 //! - [`eval`]: prompt fidelity over all Moving Shapes compositions, judged from pixels;
 //! - [`fashion_eval`]: prompt fidelity over all Moving Fashion compositions, judged by the
 //!   photograph classifier;
@@ -11,7 +11,6 @@ pub mod allocator;
 pub mod eval;
 pub mod fashion_eval;
 pub mod pipeline;
-pub mod sampler;
 pub mod trace;
 
 use std::path::{Path, PathBuf};

@@ -24,9 +24,9 @@ use dit_infer::fashion_eval::{
 use dit_infer::pipeline::{
     DEFAULT_STEPS, GenerateOptions, check_prompts, generate, truncated_prompts,
 };
-use dit_infer::sampler::SamplerKind;
 use dit_infer::trace::{TraceOptions, trace};
 use dit_infer::{default_checkpoint, default_classifier};
+use dit_model::sampler::SamplerKind;
 use dit_model::{Backend, TrainedModel, TrainingData};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -155,12 +155,11 @@ fn parse_token(text: &str) -> Result<[usize; 3], String> {
     }
 }
 
-/// The sampler the options ask for, or the model's default ([`SamplerKind::default_for`]),
-/// with `--eta` for DDIM.
+/// The sampler the options ask for, or the model's default
+/// ([`dit_model::ForwardProcess::default_sampler`]), with `--eta` for DDIM.
 fn sampler(args: &Args, model: &TrainedModel) -> SamplerKind {
-    let prediction = model.spec.diffusion.prediction;
     args.sampler
-        .unwrap_or(SamplerKind::default_for(prediction))
+        .unwrap_or_else(|| model.spec.diffusion.process().default_sampler())
         .with_eta(args.eta)
 }
 
@@ -244,7 +243,7 @@ fn run_eval(
         seed: args.seed,
         prompt_offset: 0,
     };
-    sampling.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
+    sampling.validate(&model.spec.diffusion.process())?;
     let bar = progress_bar("judged {bar:30} {pos}/{len} clips [{elapsed_precise}]");
     match model.spec.training_data() {
         TrainingData::MovingShapes => {}
@@ -416,7 +415,7 @@ fn run(args: Args) -> Result<()> {
         prompt_offset: 0,
     };
     // Every option and every prompt is checked before the first clip is made.
-    options.validate(model.spec.diffusion.steps, model.spec.diffusion.prediction)?;
+    options.validate(&model.spec.diffusion.process())?;
     check_prompts(&model.spec, &model.tokenizer, &prompts)?;
     for index in truncated_prompts((&model).into(), &prompts)? {
         eprintln!(

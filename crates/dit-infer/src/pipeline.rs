@@ -4,15 +4,15 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 use dit_data::{Clip, video_to_clips};
-use dit_model::flow;
 use dit_model::frozen_text::FrozenText;
 use dit_model::minilm::MiniLmPrompts;
 use dit_model::noise::gaussian;
+use dit_model::sampler::{SamplerKind, guide};
 use dit_model::seed::{Stream, rng_for};
 use dit_model::tokenizer::TokenizeError;
-use dit_model::{Dit, Prediction, PromptInput, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder};
-
-use crate::sampler::{SamplerKind, euler, flow_sigmas, guide, respace, sample};
+use dit_model::{
+    Dit, ForwardProcess, PromptInput, RunSpec, Tokenizer, TrainedModel, VideoAutoencoder,
+};
 
 /// What generation reads of a trained model, borrowed: training previews pass
 /// the EMA DiT they are training without copying it.
@@ -89,29 +89,13 @@ fn shorten(prompt: &str) -> String {
 }
 
 impl GenerateOptions {
-    /// Checks the settings against the model's schedule and what it predicts.
-    pub fn validate(
-        &self,
-        total_steps: usize,
-        prediction: Prediction,
-    ) -> Result<(), GenerateError> {
-        if !self.sampler.fits(prediction) {
-            return Err(GenerateError::Options(match prediction {
-                Prediction::Flow => format!(
-                    "this checkpoint is a rectified flow: sample it with --sampler euler, not {}",
-                    self.sampler
-                ),
-                Prediction::Epsilon | Prediction::Velocity => format!(
-                    "this checkpoint predicts {}: sample it with --sampler ddim or ddpm \
-                     (euler is for rectified-flow checkpoints)",
-                    if prediction == Prediction::Epsilon {
-                        "the noise ε"
-                    } else {
-                        "the velocity v"
-                    }
-                ),
-            }));
-        }
+    /// Checks the settings against the model's forward process (its steps, and the
+    /// samplers that can walk it back).
+    pub fn validate(&self, process: &ForwardProcess) -> Result<(), GenerateError> {
+        process
+            .check_sampler(self.sampler)
+            .map_err(GenerateError::Options)?;
+        let total_steps = process.steps();
         if self.steps == 0 || self.steps > total_steps {
             return Err(GenerateError::Options(format!(
                 "--steps must be between 1 and {total_steps} (the model's diffusion steps), got {}",
@@ -264,8 +248,7 @@ pub fn generate(
     device: &Device,
     on_step: impl FnMut(&DenoisingStep),
 ) -> Result<Vec<Clip>, GenerateError> {
-    let schedule_len = model.spec.diffusion.steps;
-    options.validate(schedule_len, model.spec.diffusion.prediction)?;
+    options.validate(&model.spec.diffusion.process())?;
     if prompts.is_empty() {
         return Err(GenerateError::Options("no prompt given".into()));
     }
@@ -286,7 +269,15 @@ pub fn generate(
         })
         .collect();
     let x_t = Tensor::cat(per_item, 0); // [B, C, F, h, w]
-    let latent = denoise(model, text, x_t, 0, options, on_step);
+    let latent = denoise(
+        model,
+        &model.spec.diffusion.process(),
+        text,
+        x_t,
+        0,
+        options,
+        on_step,
+    );
     Ok(decode_latent(model, latent))
 }
 
@@ -308,11 +299,8 @@ pub fn sdedit(
     start: usize,
     options: &GenerateOptions,
 ) -> Tensor<5> {
-    let schedule = model.spec.diffusion.build();
-    let prediction = model.spec.diffusion.prediction;
-    options
-        .validate(schedule.len(), prediction)
-        .expect("valid sampling options");
+    let process = model.spec.diffusion.process();
+    options.validate(&process).expect("valid sampling options");
     assert!(
         start <= options.steps,
         "start {start} past the {} steps",
@@ -321,31 +309,15 @@ pub fn sdedit(
     if start == options.steps {
         return x0;
     }
-    let x_start = if prediction == Prediction::Flow {
-        let sigma = flow_sigmas(options.steps)[start];
-        x0 * (1.0 - sigma) + noise * sigma
-    } else {
-        let a = schedule.alpha_bar(respace(schedule.len(), options.steps)[start]);
-        x0 * a.sqrt() + noise * (1.0 - a).sqrt()
-    };
-    denoise(model, text, x_start, start, options, |_| {})
-}
-
-/// The noise level of step `i` of the sampling grid of `steps` steps, as the timestep the
-/// network reads (a diffusion step, or σ·T for a flow).
-pub fn grid_timestep(spec: &RunSpec, steps: usize, i: usize) -> f64 {
-    let total = spec.diffusion.steps;
-    if spec.diffusion.prediction == Prediction::Flow {
-        flow::timestep(flow_sigmas(steps)[i], total)
-    } else {
-        respace(total, steps)[i] as f64
-    }
+    let x_start = process.noise_at(x0, noise, process.sampling_levels(options.steps)[start]);
+    denoise(model, &process, text, x_start, start, options, |_| {})
 }
 
 /// Runs the sampler from `x` `[B, C, F, h, w]`, the latent at step `start` of the grid of
 /// `options.steps` steps, to a clean latent, guided by the prompts `text`.
 fn denoise(
     model: TextToVideo<'_>,
+    process: &ForwardProcess,
     text: PromptInput,
     x: Tensor<5>,
     start: usize,
@@ -353,8 +325,6 @@ fn denoise(
     mut on_step: impl FnMut(&DenoisingStep),
 ) -> Tensor<5> {
     let device = x.device();
-    let schedule = model.spec.diffusion.build();
-    let prediction = model.spec.diffusion.prediction;
     let batch = x.dims()[0];
     let guided = options.guidance != 1.0;
     // Conditional and null prompts are denoised in one batch of 2B.
@@ -384,48 +354,24 @@ fn denoise(
     };
     let total = options.steps - start;
     let mut done = 0;
-    let mut observe = |timestep: f64, latent: &Tensor<5>, predicted_clean: Tensor<5>| {
-        done += 1;
-        on_step(&DenoisingStep {
-            done,
-            total,
-            timestep,
-            latent,
-            predicted_clean,
-        });
-    };
-    if prediction == Prediction::Flow {
-        let velocity = |x: Tensor<5>, sigma: f64| {
-            let t = flow::timestep(sigma, schedule.len());
-            let v = guided_output(x.clone(), t);
-            // On the line, x_σ = x̂₀ + σ·v.
-            observe(t, &x, x.clone() - v.clone() * sigma);
-            v
-        };
-        euler(&flow_sigmas(options.steps)[start..], x, velocity, |_| {})
-    } else {
-        let eps = |x: Tensor<5>, t: usize| {
-            let out = guided_output(x.clone(), t as f64);
-            let a = schedule.alpha_bar(t);
-            let e = prediction.epsilon(x.clone(), out, a);
-            observe(
-                t as f64,
-                &x,
-                (x.clone() - e.clone() * (1.0 - a).sqrt()) / a.sqrt(),
-            );
-            e
-        };
-        let timesteps = respace(schedule.len(), options.steps);
-        sample(
-            &schedule,
-            &timesteps[start..],
-            options.sampler,
-            x,
-            &mut rng,
-            eps,
-            |_| {},
-        )
-    }
+    process.sample(
+        options.sampler,
+        options.steps,
+        start,
+        x,
+        &mut rng,
+        guided_output,
+        |timestep, latent, predicted_clean| {
+            done += 1;
+            on_step(&DenoisingStep {
+                done,
+                total,
+                timestep,
+                latent,
+                predicted_clean,
+            });
+        },
+    )
 }
 
 #[cfg(test)]
@@ -434,6 +380,7 @@ mod tests {
     use dit_data::{
         CaptionMode, Composition, MovingShapes, MovingShapesConfig, clip_to_tensor_data, judge_clip,
     };
+    use dit_model::Prediction;
 
     #[test]
     fn sdedit_keeps_the_clip_and_redraws_more_from_more_noise() {
@@ -486,8 +433,10 @@ mod tests {
             )
         };
         // Grid position 46 is diffusion step 61, 40 is step 183.
-        assert_eq!(grid_timestep(&model.spec, 50, 46), 61.0);
-        assert_eq!(grid_timestep(&model.spec, 50, 40), 183.0);
+        let process = model.spec.diffusion.process();
+        let levels = process.sampling_levels(50);
+        assert_eq!(process.timestep(levels[46]), 61.0);
+        assert_eq!(process.timestep(levels[40]), 183.0);
         let (low, low_right) = change(46);
         let (high, high_right) = change(40);
         eprintln!("relative change from step 61: {low}, from step 183: {high}");
@@ -507,25 +456,25 @@ mod tests {
             seed: 0,
             prompt_offset: 0,
         };
+        let process = |prediction| {
+            dit_model::DiffusionConfig::new()
+                .with_prediction(prediction)
+                .process()
+        };
+        let flow = process(Prediction::Flow);
         let err = options(SamplerKind::Ddim { eta: 0.0 })
-            .validate(1000, Prediction::Flow)
+            .validate(&flow)
             .unwrap_err();
         assert!(err.to_string().contains("--sampler euler"), "{err}");
-        assert!(
-            options(SamplerKind::Ddpm)
-                .validate(1000, Prediction::Flow)
-                .is_err()
-        );
-        options(SamplerKind::Euler)
-            .validate(1000, Prediction::Flow)
-            .unwrap();
+        assert!(options(SamplerKind::Ddpm).validate(&flow).is_err());
+        options(SamplerKind::Euler).validate(&flow).unwrap();
         for prediction in [Prediction::Velocity, Prediction::Epsilon] {
             let err = options(SamplerKind::Euler)
-                .validate(1000, prediction)
+                .validate(&process(prediction))
                 .unwrap_err();
             assert!(err.to_string().contains("--sampler ddim or ddpm"), "{err}");
             options(SamplerKind::Ddpm)
-                .validate(1000, prediction)
+                .validate(&process(prediction))
                 .unwrap();
         }
     }

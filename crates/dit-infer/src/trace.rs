@@ -27,7 +27,7 @@ use dit_data::{
 };
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
-use dit_model::{Prediction, PromptInput, RunSpec, TrainedModel, TrainingData, flow};
+use dit_model::{PromptInput, RunSpec, TrainedModel, TrainingData};
 use serde_json::{Value, json};
 
 use crate::pipeline::{GenerateOptions, decode_latent, generate, prompt_input};
@@ -308,9 +308,9 @@ pub fn trace(
 ) -> Result<Value> {
     let spec = &model.spec;
     let dit_config = &spec.model.dit;
-    let schedule = spec.diffusion.build();
-    let steps_total = schedule.len();
-    let prediction = spec.diffusion.prediction;
+    let process = spec.diffusion.process();
+    let steps_total = process.steps();
+    let prediction = process.prediction();
     let t = options.t.unwrap_or(steps_total / 2);
     if t >= steps_total {
         bail!("--t must be below {steps_total} (the model's diffusion steps), got {t}");
@@ -330,7 +330,7 @@ pub fn trace(
     let prompt = prompt_input(model.into(), &prompts, device)?;
     options
         .sampling
-        .validate(steps_total, prediction)
+        .validate(&process)
         .map_err(anyhow::Error::from)?;
 
     // 1. The clip.
@@ -452,14 +452,9 @@ pub fn trace(
     // 4. Forward diffusion at step t.
     let mut rng = rng_for(options.sampling.seed, Stream::TraceNoise, 0);
     let noise = gaussian(&mut rng, x0.dims(), device);
-    let noised = |step: usize| match prediction {
-        Prediction::Flow => flow::interpolate(
-            x0.clone(),
-            noise.clone(),
-            &[step as f64 / steps_total as f64],
-        ),
-        _ => schedule.q_sample(x0.clone(), noise.clone(), &[step]),
-    };
+    let level = process.level_of_step(t);
+    let noised =
+        |step: usize| process.noise(x0.clone(), noise.clone(), &[process.level_of_step(step)]);
     let x_t = noised(t);
     let strip_steps: Vec<usize> = [0, 1, 2, 3, 4]
         .iter()
@@ -471,24 +466,8 @@ pub fn trace(
         strip_rows.push((format!("t = {step}"), vec![frames_strip(&decoded[0], 2, 2)]));
     }
     let noising = grid(&strip_rows, &[], 4)?;
-    let (signal, noise_level, process) = match prediction {
-        Prediction::Flow => {
-            let sigma = t as f64 / steps_total as f64;
-            (
-                1.0 - sigma,
-                sigma,
-                format!("x_σ = (1 − σ)·x₀ + σ·ε with σ = t/T = {sigma:.3}"),
-            )
-        }
-        _ => {
-            let a = schedule.alpha_bar(t);
-            (
-                a.sqrt(),
-                (1.0 - a).sqrt(),
-                format!("x_t = √ᾱ_t·x₀ + √(1 − ᾱ_t)·ε with ᾱ_t = {a:.4}"),
-            )
-        }
-    };
+    let (signal, noise_level) = process.coefficients(level);
+    let formula = process.formula(level);
     let noise_values = values(noise.clone())?;
     let x_t_values = values(x_t.clone())?;
     let noise_picture = grid(
@@ -505,7 +484,7 @@ pub fn trace(
     sections.push(Section {
         title: "4. Forward diffusion".into(),
         text: format!(
-            "Training picks a step t and mixes the latent with Gaussian noise: {process}. At \
+            "Training picks a step t and mixes the latent with Gaussian noise: {formula}. At \
              t = {t} the clean latent keeps a weight of {signal:.3} and the noise gets \
              {noise_level:.3}. The strip decodes the noised latent at five steps from 0 to T − 1 \
              = {}: the clip dissolves into noise.",
@@ -550,7 +529,7 @@ pub fn trace(
     };
     let text = model.dit.encode_text(prompt);
     // The network reads the step itself (for a flow, σ·T = t).
-    let t_tensor = Tensor::<1>::from_floats([t as f32], device);
+    let t_tensor = Tensor::<1>::from_floats([process.timestep(level) as f32], device);
     let (output, dit_trace) = model.dit.forward_traced(x_t, t_tensor, &text);
     let pooled = values(text.pooled)?;
     let t_embedding = values(dit_trace.t_embedding.clone())?;
@@ -743,7 +722,7 @@ pub fn trace(
     numbers.insert("mlp".into(), Value::Array(mlp_numbers));
 
     // 9. The output and the loss.
-    let target = prediction.target(&schedule, x0.clone(), noise.clone(), &[t]);
+    let target = process.target(x0.clone(), noise.clone(), &[level]);
     let output_values = values(output)?;
     let target_values = values(target)?;
     let mse = output_values
@@ -752,11 +731,7 @@ pub fn trace(
         .map(|(a, b)| ((a - b) as f64).powi(2))
         .sum::<f64>()
         / output_values.len() as f64;
-    let what = match prediction {
-        Prediction::Epsilon => "noise ε",
-        Prediction::Velocity => "velocity v = √ᾱ·ε − √(1−ᾱ)·x₀",
-        Prediction::Flow => "flow velocity ε − x₀",
-    };
+    let what = prediction.describe();
     let output_picture = grid(
         &[
             (
@@ -997,8 +972,8 @@ fn page(prompt: &str, sections: &[Section], dir: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sampler::SamplerKind;
     use base64::engine::general_purpose::STANDARD;
+    use dit_model::sampler::SamplerKind;
 
     fn shipped(device: &Device) -> TrainedModel {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../checkpoints/tiny");
@@ -1097,8 +1072,9 @@ mod tests {
         );
         let x0 = model.autoencoder.encode(video).mean * spec.latent_scale;
         let noise = gaussian(&mut rng_for(0, Stream::TraceNoise, 0), x0.dims(), &device);
-        let schedule = spec.diffusion.build();
-        let x_t = schedule.q_sample(x0.clone(), noise.clone(), &[400]);
+        let process = spec.diffusion.process();
+        let level = process.level_of_step(400);
+        let x_t = process.noise(x0.clone(), noise.clone(), &[level]);
         let prompt = prompt_input(
             (&model).into(),
             std::slice::from_ref(&options.prompt),
@@ -1109,10 +1085,7 @@ mod tests {
         let out = model
             .dit
             .forward(x_t, Tensor::from_floats([400.0], &device), &text);
-        let target = spec
-            .diffusion
-            .prediction
-            .target(&schedule, x0, noise, &[400]);
+        let target = process.target(x0, noise, &[level]);
         let mse = (out - target).powi_scalar(2).mean().into_scalar::<f32>() as f64;
         let traced = numbers["output"]["mse"].as_f64().unwrap();
         assert!(

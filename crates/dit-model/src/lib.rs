@@ -13,7 +13,9 @@
 //! | adaLN + Linear to patch values | [`final_layer`] |
 //! | the whole network and its config, published sizes | [`dit`] |
 //! | the photograph classifier that judges Moving Fashion clips | [`classifier`] |
-//! | forward noising: the β schedule, or a straight line (rectified flow) | [`schedule`], [`flow`] |
+//! | the forward process: noising, targets, what a sampler reads back | [`process`] |
+//! | its two kinds: the β schedule of diffusion, a straight line (rectified flow) | [`schedule`], [`flow`] |
+//! | walking back: DDPM, DDIM, Euler, classifier-free guidance | [`sampler`] |
 //! | config errors and shared checks | [`validate`] |
 //! | the run folder: layout, spec, checkpoints, atomic writes | [`run`] |
 //! | named random streams (one home for every seed) | [`seed`] |
@@ -39,7 +41,9 @@ pub mod ops;
 pub mod param_ids;
 pub mod patch;
 pub mod pos_embed;
+pub mod process;
 pub mod run;
+pub mod sampler;
 pub mod schedule;
 pub mod seed;
 pub mod text;
@@ -51,8 +55,9 @@ pub mod weights;
 pub use autoencoder::{AutoencoderConfig, VideoAutoencoder};
 pub use backend::Backend;
 pub use dit::{Dit, DitConfig, DitSize, DitTrace, PromptInput};
+pub use process::{DiffusionConfig, ForwardProcess, NoiseLevel, Prediction};
 pub use run::{ModelConfig, RunSpec, TrainedModel, TrainingData};
-pub use schedule::{BetaSchedule, DiffusionConfig, NoiseSchedule, Prediction};
+pub use schedule::{BetaSchedule, NoiseSchedule};
 pub use text::{TextEncoder, TextEncoderConfig, TextFeatures};
 pub use tokenizer::{TokenizeError, Tokenizer};
 pub use validate::ConfigError;

@@ -44,7 +44,7 @@ use crate::classifier::{PhotoClassifier, PhotoClassifierConfig};
 use crate::dit::{DitConfig, DitSize};
 use crate::frozen_text::PretrainedText;
 use crate::minilm::{self, MiniLmError, MiniLmPrompts};
-use crate::schedule::DiffusionConfig;
+use crate::process::DiffusionConfig;
 use crate::text::TextEncoderConfig;
 use crate::tokenizer::Tokenizer;
 use crate::validate::ConfigError;

@@ -30,8 +30,8 @@ use dit_data::Composition;
 use dit_data::fashion::FashionComposition;
 use dit_data::video::{ClipFormat, FRAMES_PER_SECOND, encode_clip};
 use dit_infer::pipeline::{DEFAULT_STEPS, GenerateError, GenerateOptions, check_prompts};
-use dit_infer::sampler::SamplerKind;
 use dit_model::TrainingData;
+use dit_model::sampler::SamplerKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -280,9 +280,9 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
             "the prompt has {chars} characters, at most {MAX_PROMPT_CHARS} are allowed"
         )));
     }
-    let prediction = info.spec.diffusion.prediction;
+    let process = info.spec.diffusion.process();
     let sampler = match body.sampler.as_deref() {
-        None => SamplerKind::default_for(prediction),
+        None => process.default_sampler(),
         Some(name) => name.parse().map_err(ApiError::bad_request)?,
     };
     let sampler = sampler.with_eta(body.eta.unwrap_or(0.0));
@@ -301,9 +301,7 @@ pub fn parse_request(info: &ModelInfo, body: GenerateBody) -> Result<Request, Ap
         std::slice::from_ref(&body.prompt),
     )
     .map_err(one_line)?;
-    options
-        .validate(info.spec.diffusion.steps, prediction)
-        .map_err(one_line)?;
+    options.validate(&process).map_err(one_line)?;
     Ok(Request {
         prompt: body.prompt,
         options,
@@ -348,10 +346,10 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
         .into_iter()
         .filter(|c| info.tokenizer.encode(c, usize::MAX).is_ok())
         .collect();
-    let prediction = info.spec.diffusion.prediction;
+    let process = info.spec.diffusion.process();
     let samplers: Vec<&str> = SamplerKind::ALL
         .into_iter()
-        .filter(|k| k.fits(prediction))
+        .filter(|&k| process.check_sampler(k).is_ok())
         .map(SamplerKind::name)
         .collect();
     let pretrained = info.spec.model.dit.text.pretrained;
@@ -369,7 +367,7 @@ async fn vocabulary_handler(State(studio): State<Arc<Studio>>) -> Json<Value> {
             "steps": DEFAULT_STEPS,
             "guidance": info.spec.guidance,
             "seed": 0,
-            "sampler": SamplerKind::default_for(info.spec.diffusion.prediction).name(),
+            "sampler": process.default_sampler().name(),
         },
         "max_steps": info.spec.diffusion.steps,
         "samplers": samplers,

@@ -11,8 +11,7 @@
 use anyhow::Result;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dit_data::{VideoBatcher, VideoItem};
-use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, grid_timestep, prompt_input, sdedit};
-use dit_infer::sampler::SamplerKind;
+use dit_infer::pipeline::{DEFAULT_STEPS, GenerateOptions, prompt_input, sdedit};
 use dit_model::TrainedModel;
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
@@ -52,19 +51,18 @@ impl DenoisedFrames {
     ) -> Result<Self> {
         let model = TrainedModel::load(run_dir, device)?;
         let spec = &model.spec;
-        let prediction = spec.diffusion.prediction;
+        let process = spec.diffusion.process();
         let options = GenerateOptions {
             steps: DEFAULT_STEPS,
-            sampler: SamplerKind::default_for(prediction),
+            sampler: process.default_sampler(),
             guidance: config.guidance,
             seed: config.seed,
             prompt_offset: 0,
         };
         // Grid positions 0..=steps; position `steps` is the clean latent.
+        let levels = process.sampling_levels(DEFAULT_STEPS);
         let starts: Vec<usize> = (0..=DEFAULT_STEPS)
-            .filter(|&i| {
-                i == DEFAULT_STEPS || grid_timestep(spec, DEFAULT_STEPS, i) <= denoised_from as f64
-            })
+            .filter(|&i| i == DEFAULT_STEPS || process.timestep(levels[i]) <= denoised_from as f64)
             .collect();
         let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
         let (mut latents, mut frames) = (Vec::new(), Vec::new());

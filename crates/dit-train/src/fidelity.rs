@@ -13,7 +13,6 @@ use dit_infer::default_classifier;
 use dit_infer::eval::{EvalOptions, Scores, quick_scores};
 use dit_infer::fashion_eval::{FashionScores, quick_fashion_scores};
 use dit_infer::pipeline::{GenerateOptions, TextToVideo};
-use dit_infer::sampler::SamplerKind;
 use dit_model::TrainingData;
 use dit_model::run::{
     CLASSIFIER_FILE, FIDELITY_CHART, FIDELITY_FILE, load_classifier, read_spec, write_atomic,
@@ -192,7 +191,7 @@ pub fn measure(
 ) -> Result<(SplitScores, SplitScores)> {
     let sampling = GenerateOptions {
         steps,
-        sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
+        sampler: model.spec.diffusion.process().default_sampler(),
         guidance,
         seed,
         prompt_offset: 0,

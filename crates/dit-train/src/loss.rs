@@ -1,16 +1,15 @@
 //! Stage 2's objective: one step's random draws, and the (min-SNR-weighted) MSE
 //! between the DiT's output and its ε, v or flow-velocity target.
 //!
-//! Every random draw of step `s` (clip indices, diffusion steps, caption
+//! Every random draw of step `s` (clip indices, noise levels, caption
 //! dropout, noise) comes from the generator of `(seed, s)`, so a run resumed
 //! from a checkpoint replays exactly the steps of an uninterrupted one.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dit_model::flow;
 use dit_model::frozen_text::{EncodedPrompt, FrozenText};
 use dit_model::noise::gaussian;
 use dit_model::seed::{Stream, rng_for};
-use dit_model::{Dit, NoiseSchedule, Prediction, PromptInput};
+use dit_model::{Dit, ForwardProcess, NoiseLevel, PromptInput};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -20,8 +19,8 @@ use crate::latent_cache::LatentCache;
 pub struct StepDraws {
     /// Cached clip per batch element.
     pub clips: Vec<usize>,
-    /// Diffusion step per batch element.
-    pub timesteps: Vec<usize>,
+    /// Noise level per batch element ([`ForwardProcess::draw_level`]).
+    pub levels: Vec<NoiseLevel>,
     /// Whether the caption is replaced by the null prompt.
     pub dropped: Vec<bool>,
     /// The generator, positioned after the draws above (for the noise).
@@ -29,39 +28,26 @@ pub struct StepDraws {
 }
 
 impl StepDraws {
-    /// Draws for `step`.
+    /// Draws for `step` of training on `clips` cached clips with `process`.
     pub fn new(
         seed: u64,
         step: usize,
         batch: usize,
         clips: usize,
-        steps: usize,
+        process: &ForwardProcess,
         dropout: f64,
     ) -> Self {
         let mut rng = rng_for(seed, Stream::DitStep, step as u64);
         let clips = (0..batch).map(|_| rng.random_range(0..clips)).collect();
-        let timesteps = (0..batch).map(|_| rng.random_range(0..steps)).collect();
+        let levels = (0..batch).map(|_| process.draw_level(&mut rng)).collect();
         let dropped = (0..batch).map(|_| rng.random_bool(dropout)).collect();
         Self {
             clips,
-            timesteps,
+            levels,
             dropped,
             rng,
         }
     }
-}
-
-/// Min-SNR-γ loss weight per diffusion step for `prediction` (1 when γ = 0).
-pub(crate) fn loss_weights(
-    schedule: &NoiseSchedule,
-    prediction: Prediction,
-    timesteps: &[usize],
-    gamma: f64,
-) -> Vec<f32> {
-    timesteps
-        .iter()
-        .map(|&t| prediction.loss_weight(schedule.snr(t), gamma) as f32)
-        .collect()
 }
 
 /// One step's batch as the DiT reads it: noised latents, targets, diffusion steps,
@@ -94,13 +80,12 @@ enum BatchPrompts<'a> {
 }
 
 impl<'a> StepBatch<'a> {
-    /// The batch of `draws`: latents from `cache` (on `device`), noised at the drawn
-    /// diffusion steps (for a flow, at σ drawn logit-normally from the step's generator,
-    /// before the noise). Training builds it on the device without autodiff, so that no
-    /// replica's graph shares a node with another's; [`Self::loss`] moves it.
+    /// The batch of `draws`: latents from `cache` (on `device`), noised by `process` at
+    /// the drawn levels with noise from the step's generator. Training builds it on the
+    /// device without autodiff, so that no replica's graph shares a node with another's;
+    /// [`Self::loss`] moves it.
     pub fn new(
-        schedule: &NoiseSchedule,
-        prediction: Prediction,
+        process: &ForwardProcess,
         cache: &'a LatentCache,
         draws: &mut StepDraws,
         gamma: f64,
@@ -137,31 +122,16 @@ impl<'a> StepBatch<'a> {
                 words: cache.tokens[0].len(),
             },
         };
-        let sigmas: Option<Vec<f64>> = (prediction == Prediction::Flow).then(|| {
-            (0..batch)
-                .map(|_| flow::logit_normal(&mut draws.rng))
-                .collect()
-        });
         let noise = gaussian(&mut draws.rng, [batch, c, f, h, w], device);
-        let (x_t, t): (Tensor<5>, Vec<f32>) = match &sigmas {
-            Some(sigmas) => (
-                flow::interpolate(x0.clone(), noise.clone(), sigmas),
-                sigmas
-                    .iter()
-                    .map(|&s| flow::timestep(s, schedule.len()) as f32)
-                    .collect(),
-            ),
-            None => (
-                schedule.q_sample(x0.clone(), noise.clone(), &draws.timesteps),
-                draws.timesteps.iter().map(|&t| t as f32).collect(),
-            ),
-        };
-        let target = prediction.target(schedule, x0, noise, &draws.timesteps);
+        let levels = &draws.levels;
         Self {
-            x_t,
-            target,
-            t,
-            weights: loss_weights(schedule, prediction, &draws.timesteps, gamma),
+            x_t: process.noise(x0.clone(), noise.clone(), levels),
+            target: process.target(x0, noise, levels),
+            t: levels.iter().map(|&l| process.timestep(l) as f32).collect(),
+            weights: levels
+                .iter()
+                .map(|&l| process.loss_weight(l, gamma) as f32)
+                .collect(),
             prompts,
         }
     }
@@ -241,19 +211,17 @@ impl<'a> StepBatch<'a> {
     }
 }
 
-/// The min-SNR-weighted MSE between the DiT's output and the `prediction` target
-/// (ε or v at the drawn diffusion steps; for a flow, the velocity at σ drawn
-/// logit-normally, unweighted) of one batch, on one device.
+/// The min-SNR-weighted MSE between the DiT's output and `process`'s target (ε, v or a
+/// flow's velocity at the drawn levels) of one batch, on one device.
 pub fn diffusion_loss(
     dit: &Dit,
-    schedule: &NoiseSchedule,
-    prediction: Prediction,
+    process: &ForwardProcess,
     cache: &LatentCache,
     draws: &mut StepDraws,
     gamma: f64,
     device: &Device,
 ) -> Tensor<1> {
-    StepBatch::new(schedule, prediction, cache, draws, gamma, device).loss(dit, device)
+    StepBatch::new(process, cache, draws, gamma, device).loss(dit, device)
 }
 
 #[cfg(test)]
@@ -261,30 +229,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn min_snr_weights() {
-        let s = NoiseSchedule::linear(1000, 1e-4, 0.02);
-        let w = loss_weights(&s, Prediction::Epsilon, &[0, 500, 999], 5.0);
-        // Early steps have SNR ≫ 5 and are down-weighted; late ones keep weight 1.
-        assert!((w[0] as f64 - 5.0 / s.snr(0)).abs() < 1e-6);
-        assert_eq!(w[2], 1.0);
-        let v = loss_weights(&s, Prediction::Velocity, &[0, 999], 5.0);
-        assert!((v[0] as f64 - 5.0 / (s.snr(0) + 1.0)).abs() < 1e-6);
-        assert!((v[1] as f64 - s.snr(999) / (s.snr(999) + 1.0)).abs() < 1e-6);
-        assert_eq!(
-            loss_weights(&s, Prediction::Epsilon, &[0, 999], 0.0),
-            vec![1.0, 1.0]
-        );
-    }
-
-    #[test]
     fn step_draws_are_a_function_of_seed_and_step() {
-        let a = StepDraws::new(3, 10, 8, 100, 1000, 0.1);
-        let b = StepDraws::new(3, 10, 8, 100, 1000, 0.1);
-        let c = StepDraws::new(3, 11, 8, 100, 1000, 0.1);
+        let process = dit_model::DiffusionConfig::new().process();
+        let a = StepDraws::new(3, 10, 8, 100, &process, 0.1);
+        let b = StepDraws::new(3, 10, 8, 100, &process, 0.1);
+        let c = StepDraws::new(3, 11, 8, 100, &process, 0.1);
         assert_eq!(
-            (a.clips.clone(), a.timesteps.clone(), a.dropped.clone()),
-            (b.clips, b.timesteps, b.dropped)
+            (a.clips.clone(), a.levels.clone(), a.dropped.clone()),
+            (b.clips, b.levels, b.dropped)
         );
-        assert_ne!(a.timesteps, c.timesteps);
+        assert_ne!(a.levels, c.levels);
     }
 }

@@ -7,7 +7,6 @@ use anyhow::Result;
 use burn::tensor::Device;
 use dit_data::figure::write_prompt_sheet;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
-use dit_infer::sampler::SamplerKind;
 use dit_model::run::preview_path;
 
 /// Denoising steps of a preview (fewer than generation's default: previews are frequent).
@@ -25,7 +24,7 @@ pub(crate) fn write_preview(
 ) -> Result<PathBuf> {
     let options = GenerateOptions {
         steps: PREVIEW_STEPS,
-        sampler: SamplerKind::default_for(model.spec.diffusion.prediction),
+        sampler: model.spec.diffusion.process().default_sampler(),
         guidance,
         seed,
         prompt_offset: 0,

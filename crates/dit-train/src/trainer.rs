@@ -125,7 +125,7 @@ pub fn train(
     };
     let fidelity = FidelityLog::open(run_dir, clock.stage, ckpt.state.step)?;
 
-    let schedule = config.diffusion.build();
+    let process = config.diffusion.process();
     let (log_path, _) = loss_paths(run_dir, LossChart::Dit.log_name());
     let resumed = (ckpt.state.step > 0).then_some("resumed");
     let log = LossLog::open(&log_path, ckpt.state.step, resumed)?;
@@ -141,18 +141,11 @@ pub fn train(
             step,
             d.batch_size,
             cache.len(),
-            schedule.len(),
+            &process,
             d.caption_dropout,
         );
         // Built off the autodiff graph; each replica takes its share onto its own device.
-        let batch = StepBatch::new(
-            &schedule,
-            config.diffusion.prediction,
-            &cache,
-            &mut draws,
-            d.min_snr_gamma,
-            device,
-        );
+        let batch = StepBatch::new(&process, &cache, &mut draws, d.min_snr_gamma, device);
         let (value, grads) = replicas.gradients(&ckpt.dit, &batch)?;
         if !value.is_finite() {
             bail!(

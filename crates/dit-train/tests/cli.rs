@@ -1160,9 +1160,9 @@ fn a_flow_recipe_trains_and_samples_with_euler() {
             |_| {},
         )
     };
-    let clips = generate(dit_infer::sampler::SamplerKind::Euler).unwrap();
+    let clips = generate(dit_model::sampler::SamplerKind::Euler).unwrap();
     assert_eq!((clips.len(), clips[0].frames, clips[0].width), (1, 4, 32));
-    let err = generate(dit_infer::sampler::SamplerKind::Ddim { eta: 0.0 }).unwrap_err();
+    let err = generate(dit_model::sampler::SamplerKind::Ddim { eta: 0.0 }).unwrap_err();
     assert!(err.to_string().contains("--sampler euler"), "{err}");
     // A min-SNR weight is refused for a flow.
     let weighted = text.replacen("min_snr_gamma = 0.0", "min_snr_gamma = 5.0", 1);

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use dit_model::frozen_text::{EncodedPrompt, PretrainedText};
 use dit_model::weights::named_parameters;
-use dit_model::{NoiseSchedule, Prediction};
+use dit_model::{DiffusionConfig, Prediction};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
 use dit_train::data::ClipSource;
@@ -123,20 +123,15 @@ fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
 /// The ε-prediction batch of step `step` (seed 9, min-SNR-5, caption dropout `dropout`).
 fn step_batch<'a>(
     cache: &'a LatentCache,
-    schedule: &NoiseSchedule,
     step: usize,
     dropout: f64,
     device: &Device,
 ) -> StepBatch<'a> {
-    let mut draws = StepDraws::new(9, step, BATCH, BATCH, schedule.len(), dropout);
-    StepBatch::new(
-        schedule,
-        Prediction::Epsilon,
-        cache,
-        &mut draws,
-        5.0,
-        device,
-    )
+    let process = DiffusionConfig::new()
+        .with_prediction(Prediction::Epsilon)
+        .process();
+    let mut draws = StepDraws::new(9, step, BATCH, BATCH, &process, dropout);
+    StepBatch::new(&process, cache, &mut draws, 5.0, device)
 }
 
 #[test]
@@ -144,7 +139,6 @@ fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
     let device = Device::default();
     let train = device.clone().autodiff();
     let config = micro();
-    let schedule = config.diffusion.build();
     let one = Replicas::new(vec![train.clone()]);
     let two = Replicas::new(vec![train.clone(), train]);
     for frozen in [false, true] {
@@ -154,7 +148,7 @@ fn two_replicas_of_sixteen_give_the_gradients_of_one_batch_of_thirty_two() {
         let mut optim = optimizer(&config.dit_training);
         let mut dit = dit;
         for step in 0..4 {
-            let batch = step_batch(&cache, &schedule, step, 0.25, &device);
+            let batch = step_batch(&cache, step, 0.25, &device);
             let (loss_one, grads_one) = one.gradients(&dit, &batch).unwrap();
             let (loss_two, grads_two) = two.gradients(&dit, &batch).unwrap();
             let (a, b) = (
@@ -180,12 +174,11 @@ fn two_replicas_train_to_the_weights_of_one_device() {
     let device = Device::default();
     let autodiff = device.clone().autodiff();
     let config = micro();
-    let schedule = config.diffusion.build();
     let train = |replicas: Replicas| {
         let (mut dit, cache) = setup(false, &device);
         let mut optim = optimizer(&config.dit_training);
         for step in 0..20 {
-            let batch = step_batch(&cache, &schedule, step, 0.1, &device);
+            let batch = step_batch(&cache, step, 0.1, &device);
             let (_, grads) = replicas.gradients(&dit, &batch).unwrap();
             dit = optim.step(1e-3, dit, grads);
         }

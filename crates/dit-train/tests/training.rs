@@ -58,15 +58,17 @@ fn loss_falls_when_overfitting_one_batch() {
                 .collect(),
             frozen: None,
         };
-        let schedule = config.diffusion.build();
+        let process = config
+            .diffusion
+            .clone()
+            .with_prediction(prediction)
+            .process();
         let mut optim = optimizer(&config.dit_training);
         let mut losses = Vec::new();
         for _ in 0..60 {
-            // The same clips, steps and noise every time: step 0's draws.
-            let mut draws = StepDraws::new(0, 0, 4, 4, 1000, 0.0);
-            let loss = diffusion_loss(
-                &dit, &schedule, prediction, &cache, &mut draws, 0.0, &device,
-            );
+            // The same clips, levels and noise every time: step 0's draws.
+            let mut draws = StepDraws::new(0, 0, 4, 4, &process, 0.0);
+            let loss = diffusion_loss(&dit, &process, &cache, &mut draws, 0.0, &device);
             losses.push(loss.clone().into_scalar::<f32>());
             let grads = GradientsParams::from_grads(loss.backward(), &dit);
             dit = optim.step(3e-3, dit, grads);
@@ -112,20 +114,16 @@ fn a_dit_on_frozen_text_features_learns_through_its_projection() {
             width,
         }),
     };
-    let schedule = config.diffusion.build();
+    let process = config
+        .diffusion
+        .clone()
+        .with_prediction(Prediction::Epsilon)
+        .process();
     let mut optim = optimizer(&config.dit_training);
     let mut losses = Vec::new();
     for step in 0..60 {
-        let mut draws = StepDraws::new(0, 0, 4, 4, 1000, 0.0);
-        let loss = diffusion_loss(
-            &dit,
-            &schedule,
-            Prediction::Epsilon,
-            &cache,
-            &mut draws,
-            0.0,
-            &device,
-        );
+        let mut draws = StepDraws::new(0, 0, 4, 4, &process, 0.0);
+        let loss = diffusion_loss(&dit, &process, &cache, &mut draws, 0.0, &device);
         losses.push(loss.clone().into_scalar::<f32>());
         let grads = loss.backward();
         // adaLN-Zero starts every block and the final layer at zero: the text reaches the
@@ -529,12 +527,11 @@ fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_tr
             .collect(),
         frozen: None,
     };
-    let schedule = small.diffusion.build();
-    let mut draws = StepDraws::new(0, 0, 2, 2, schedule.len(), 0.0);
+    let process = small.diffusion.process();
+    let mut draws = StepDraws::new(0, 0, 2, 2, &process, 0.0);
     let loss = diffusion_loss(
         &dit,
-        &schedule,
-        small.diffusion.prediction,
+        &process,
         &cache,
         &mut draws,
         small.dit_training.min_snr_gamma,

@@ -19,7 +19,6 @@ use anyhow::Result;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
-use dit_infer::sampler::SamplerKind;
 use dit_model::RunSpec;
 use dit_model::{Backend, DitConfig, Tokenizer};
 use dit_train::checkpoint::optimizer;
@@ -228,19 +227,12 @@ fn bench_train(
             .collect(),
         frozen: None,
     };
-    let schedule = config.diffusion.build();
+    let process = config.diffusion.process();
     let mut timing = Timing::default();
     for step in 0..repeats + 3 {
         dit = timing.measure(step >= 3, || {
-            let mut draws = StepDraws::new(0, step, batch, cache.len(), schedule.len(), 0.1);
-            let batch = StepBatch::new(
-                &schedule,
-                config.diffusion.prediction,
-                &cache,
-                &mut draws,
-                5.0,
-                &devices[0],
-            );
+            let mut draws = StepDraws::new(0, step, batch, cache.len(), &process, 0.1);
+            let batch = StepBatch::new(&process, &cache, &mut draws, 5.0, &devices[0]);
             let (_, grads) = replicas.gradients(&dit, &batch)?;
             let dit = optim.step(1e-4, dit, grads);
             let _ = dit.x_embedder.proj.weight.val().into_data(); // wait for the step to finish
@@ -282,7 +274,7 @@ fn bench_sample(
         .collect();
     let options = GenerateOptions {
         steps: 50,
-        sampler: SamplerKind::default_for(config.diffusion.prediction),
+        sampler: config.diffusion.process().default_sampler(),
         guidance: config.guidance,
         seed: 0,
         prompt_offset: 0,

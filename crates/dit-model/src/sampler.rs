@@ -9,10 +9,9 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::noise::gaussian;
+use crate::schedule::NoiseSchedule;
 use burn::tensor::Tensor;
-use dit_model::Prediction;
-use dit_model::noise::gaussian;
-use dit_model::schedule::NoiseSchedule;
 use rand::Rng;
 
 /// Which reverse process to run.
@@ -31,15 +30,6 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
-    /// The sampler a model of this `prediction` uses unless told otherwise: deterministic
-    /// DDIM for ε and v, Euler for a flow.
-    pub fn default_for(prediction: Prediction) -> Self {
-        match prediction {
-            Prediction::Flow => SamplerKind::Euler,
-            Prediction::Epsilon | Prediction::Velocity => SamplerKind::Ddim { eta: 0.0 },
-        }
-    }
-
     /// Every sampler, by name (DDIM with η = 0).
     pub const ALL: [SamplerKind; 3] = [
         SamplerKind::Ddim { eta: 0.0 },
@@ -62,12 +52,6 @@ impl SamplerKind {
             SamplerKind::Ddim { .. } => SamplerKind::Ddim { eta },
             other => other,
         }
-    }
-
-    /// Whether this sampler can denoise with a model of this `prediction`: DDPM and DDIM
-    /// for ε and v, Euler for a flow.
-    pub fn fits(self, prediction: Prediction) -> bool {
-        (self == SamplerKind::Euler) == (prediction == Prediction::Flow)
     }
 }
 
@@ -146,7 +130,7 @@ pub fn euler<const D: usize>(
 ///
 /// `eps` predicts the noise of `x_t` at training step `t`; `rng` draws the
 /// stochastic terms (unused by DDIM with η = 0). `kind` is DDPM or DDIM (a flow is sampled
-/// by [`euler`]; [`SamplerKind::fits`] tells which applies).
+/// by [`euler`]; [`ForwardProcess::check_sampler`](crate::ForwardProcess::check_sampler) tells which applies).
 pub fn sample<const D: usize, R: Rng + ?Sized>(
     schedule: &NoiseSchedule,
     timesteps: &[usize],
@@ -158,7 +142,7 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
 ) -> Tensor<D> {
     assert!(
         kind != SamplerKind::Euler,
-        "Euler samples flows (`euler`); GenerateOptions::validate refuses it for ε and v"
+        "Euler samples flows (`euler`); ForwardProcess::check_sampler refuses it for ε and v"
     );
     let device = x_t.device();
     let mut x = x_t;
@@ -203,8 +187,9 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow;
+    use crate::process::{DiffusionConfig, Prediction};
     use burn::tensor::{Device, Distribution, Tolerance};
-    use dit_model::flow;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
 
@@ -261,10 +246,13 @@ mod tests {
         let x0 = Tensor::<2>::random([4, 64], Distribution::Uniform(-1.0, 1.0), &device);
         let x_t = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
         let mut eps = oracle(&schedule, x0.clone());
+        let process = DiffusionConfig::new()
+            .with_prediction(Prediction::Velocity)
+            .process();
         let v_model = |x: Tensor<2>, t: usize| {
             let a = schedule.alpha_bar(t);
             let v = eps(x.clone(), t) * a.sqrt() - x0.clone() * (1.0 - a).sqrt();
-            Prediction::Velocity.epsilon(x, v, a)
+            process.epsilon(x, v, t)
         };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         sample(
@@ -351,17 +339,6 @@ mod tests {
         assert_eq!("ddpm".parse::<SamplerKind>().unwrap(), SamplerKind::Ddpm);
         assert_eq!("Euler".parse::<SamplerKind>().unwrap(), SamplerKind::Euler);
         assert!("heun".parse::<SamplerKind>().is_err());
-        assert!(SamplerKind::Euler.fits(Prediction::Flow));
-        assert!(!SamplerKind::Euler.fits(Prediction::Velocity));
-        assert!(!SamplerKind::Euler.fits(Prediction::Epsilon));
-        assert!(!SamplerKind::Ddpm.fits(Prediction::Flow));
-        assert!(!SamplerKind::Ddim { eta: 0.0 }.fits(Prediction::Flow));
-        assert!(SamplerKind::Ddim { eta: 0.5 }.fits(Prediction::Velocity));
-        assert!(SamplerKind::Ddpm.fits(Prediction::Epsilon));
-        assert_eq!(
-            SamplerKind::default_for(Prediction::Flow),
-            SamplerKind::Euler
-        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::prelude::*;
 
 use crate::clip::Clip;
-use crate::video::{OutputError, frame_rgb, write_png};
+use crate::video::{OutputError, encode_png, frame_rgb, write_png};
 
 /// DejaVu Sans (see `assets/fonts/LICENSE-DejaVu.txt`).
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
@@ -129,11 +129,50 @@ pub struct Image {
 
 impl Image {
     /// A picture filled with `background`.
-    fn filled(width: usize, height: usize, background: Rgb) -> Self {
+    pub fn filled(width: usize, height: usize, background: Rgb) -> Self {
         Self {
             width,
             height,
             rgb: background.repeat(width * height),
+        }
+    }
+
+    /// The frames of `clip` side by side on the background (white), each pixel `scale×scale`, `gap` pixels
+    /// apart.
+    pub fn frames(clip: &Clip, scale: usize, gap: usize) -> Self {
+        let (w, h) = (clip.width * scale, clip.height * scale);
+        let mut image = Self::filled((clip.frames * (w + gap)).saturating_sub(gap), h, BACKGROUND);
+        for f in 0..clip.frames {
+            let frame = Image {
+                width: w,
+                height: h,
+                rgb: frame_rgb(clip, f, scale),
+            };
+            image.paste(&frame, f * (w + gap), 0);
+        }
+        image
+    }
+
+    /// `images` one above the other, left-aligned on the background (white).
+    pub fn stacked(images: &[Image]) -> Self {
+        let width = images.iter().map(|i| i.width).max().unwrap_or(1);
+        let height = images.iter().map(|i| i.height).sum::<usize>().max(1);
+        let mut out = Self::filled(width, height, BACKGROUND);
+        let mut y = 0;
+        for image in images {
+            out.paste(image, 0, y);
+            y += image.height;
+        }
+        out
+    }
+
+    /// Copies `src` into this picture with its top left at `(x0, y0)`, clipped to it.
+    pub fn paste(&mut self, src: &Image, x0: usize, y0: usize) {
+        let width = src.width.min(self.width.saturating_sub(x0));
+        for y in 0..src.height.min(self.height.saturating_sub(y0)) {
+            let s = y * src.width * 3;
+            let d = ((y0 + y) * self.width + x0) * 3;
+            self.rgb[d..d + width * 3].copy_from_slice(&src.rgb[s..s + width * 3]);
         }
     }
 
@@ -157,7 +196,7 @@ impl Image {
     }
 
     /// Fills columns `xs` of rows `ys` (clipped to the picture) with `c`.
-    fn fill(&mut self, xs: Range<usize>, ys: Range<usize>, c: Rgb) {
+    pub fn fill(&mut self, xs: Range<usize>, ys: Range<usize>, c: Rgb) {
         for y in ys.start..ys.end.min(self.height) {
             for x in xs.start..xs.end.min(self.width) {
                 let i = (y * self.width + x) * 3;
@@ -169,6 +208,11 @@ impl Image {
     /// Writes the picture as a PNG (atomically).
     pub fn write_png(&self, path: &Path) -> Result<(), OutputError> {
         write_png(path, self.width, self.height, &self.rgb)
+    }
+
+    /// The picture as the bytes of a PNG file.
+    pub fn png(&self) -> Result<Vec<u8>, String> {
+        encode_png(self.width, self.height, &self.rgb)
     }
 }
 

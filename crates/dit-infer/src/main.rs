@@ -329,7 +329,7 @@ fn run_trace(
         },
     };
     let start = Instant::now();
-    trace(&model, &options, out, &device)?;
+    trace(&model, &options, &device)?.write(out)?;
     println!(
         "wrote {} in {:.1} s",
         out.join("index.html").display(),

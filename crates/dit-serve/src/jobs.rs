@@ -341,8 +341,6 @@ fn run_generation(
 }
 
 fn run_trace(model: &TrainedModel, device: &Device, request: &Request) -> Result<String> {
-    let folder = tempfile::tempdir().context("cannot create a folder for the trace")?;
-    let out = folder.path().join("trace");
     let options = TraceOptions {
         prompt: request.prompt.clone(),
         video: None,
@@ -350,6 +348,5 @@ fn run_trace(model: &TrainedModel, device: &Device, request: &Request) -> Result
         token: None,
         sampling: request.options.clone(),
     };
-    trace(model, &options, &out, device)?;
-    std::fs::read_to_string(out.join("index.html")).context("cannot read the traced page")
+    Ok(trace(model, &options, device)?.html())
 }

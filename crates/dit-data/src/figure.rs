@@ -1727,6 +1727,35 @@ mod tests {
     }
 
     #[test]
+    fn pictures_compose_frames_stacks_and_pastes_and_encode_as_png() {
+        let clip = clip_of([200, 10, 20]); // 4 frames of 8×8, frame f lit at (row 2, column 2 + f)
+        let strip = Image::frames(&clip, 2, 3);
+        assert_eq!((strip.width, strip.height), (4 * 16 + 3 * 3, 16));
+        // Frame 3 starts at x = 3·(16 + 3); its lit pixel is magnified to 2×2.
+        assert_eq!(strip.pixel(3 * 19 + 2 * 5, 2 * 2 + 1), [200, 10, 20]);
+        assert_eq!(strip.pixel(16, 0), BACKGROUND, "the gap is background");
+        assert_eq!(strip.pixel(0, 0), [0, 0, 0]);
+        let stacked = Image::stacked(&[strip.clone(), Image::filled(5, 4, [1, 2, 3])]);
+        assert_eq!((stacked.width, stacked.height), (strip.width, 20));
+        assert_eq!(stacked.pixel(4, 19), [1, 2, 3]);
+        assert_eq!(
+            stacked.pixel(5, 19),
+            BACKGROUND,
+            "narrower pictures are padded"
+        );
+        // Pasting is clipped at the right and bottom edges.
+        let mut small = Image::filled(3, 3, [0, 0, 0]);
+        small.paste(&Image::filled(4, 4, [9, 9, 9]), 2, 1);
+        assert_eq!(small.pixel(2, 2), [9, 9, 9]);
+        assert_eq!(small.pixel(1, 2), [0, 0, 0]);
+        let png = stacked.png().unwrap();
+        let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(decoded.as_raw(), &stacked.rgb);
+    }
+
+    #[test]
     fn sheet_has_frames_and_the_text_of_each_row() {
         let (a, b) = (clip_of([200, 10, 20]), clip_of([10, 200, 20]));
         let sheet = |first: &str| {

@@ -17,9 +17,9 @@ use dit_data::fashion::{FashionComposition, FashionPhrasing, Garment};
 use dit_data::fashion_judge::{FashionJudgement, judge_fashion_clips};
 use dit_data::moving_fashion::{MovingFashion, MovingFashionConfig};
 use dit_data::{CaptionMode, Clip, Split, clip_to_tensor_data, psnr, video_to_clips};
-use dit_model::TrainedModel;
 use dit_model::classifier::PhotoClassifier;
 use dit_model::run::{load_classifier, write_atomic};
+use dit_model::{TrainedModel, VideoAutoencoder};
 use serde::Serialize;
 
 use crate::eval::{failure_lines, write_failures};
@@ -247,12 +247,13 @@ fn describe(j: &FashionJudgement) -> String {
     )
 }
 
-/// Real clips of the test photographs: [`REAL_CLIPS_PER_COMPOSITION`] per composition.
-fn real_clips(model: &TrainedModel, photos: &Path) -> Result<Vec<(FashionComposition, Clip)>> {
-    let config = MovingFashionConfig::new()
-        .with_frames(model.spec.frames)
-        .with_size(model.spec.size);
-    let eval = MovingFashion::open(photos, config, 7, Split::Eval)?;
+/// Real clips of the test photographs made as `config` says:
+/// [`REAL_CLIPS_PER_COMPOSITION`] per composition.
+fn real_clips(
+    config: &MovingFashionConfig,
+    photos: &Path,
+) -> Result<Vec<(FashionComposition, Clip)>> {
+    let eval = MovingFashion::open(photos, config.clone(), 7, Split::Eval)?;
     Ok(FashionComposition::all()
         .into_iter()
         .flat_map(|c| (0..REAL_CLIPS_PER_COMPOSITION).map(move |k| (c, k)))
@@ -261,17 +262,62 @@ fn real_clips(model: &TrainedModel, photos: &Path) -> Result<Vec<(FashionComposi
 }
 
 /// `clips` through the autoencoder (encode, take the mean, decode).
-fn reconstruct(model: &TrainedModel, clips: &[Clip], device: &Device) -> Vec<Clip> {
-    let (f, s) = (model.spec.frames, model.spec.size);
+fn reconstruct(autoencoder: &VideoAutoencoder, clips: &[Clip], device: &Device) -> Vec<Clip> {
     let mut decoded = Vec::with_capacity(clips.len());
     for chunk in clips.chunks(16) {
+        let [f, h, w] = [chunk[0].frames, chunk[0].height, chunk[0].width];
         let values: Vec<f32> = chunk.iter().flat_map(clip_to_tensor_data).collect();
         let video =
-            Tensor::<5>::from_data(TensorData::new(values, [chunk.len(), 3, f, s, s]), device);
-        let latent = model.autoencoder.encode(video).mean;
-        decoded.extend(video_to_clips(model.autoencoder.decode(latent)));
+            Tensor::<5>::from_data(TensorData::new(values, [chunk.len(), 3, f, h, w]), device);
+        let latent = autoencoder.encode(video).mean;
+        decoded.extend(video_to_clips(autoencoder.decode(latent)));
     }
     decoded
+}
+
+/// The judge on real clips of the test photographs, and on their reconstructions by an
+/// autoencoder: how much of a photograph its latent keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RealClipScores {
+    /// Class accuracy on the real clips: the judge's ceiling.
+    pub ceiling: f64,
+    /// Colour accuracy on the real clips.
+    pub colour: f64,
+    /// Direction accuracy on the real clips.
+    pub direction: f64,
+    /// PSNR of the reconstructions (dB).
+    pub autoencoder_psnr: f64,
+    /// Class accuracy on the reconstructions.
+    pub reconstructed_class: f64,
+}
+
+/// Judges real clips of the test photographs (made as `config` says), and their
+/// reconstructions by `autoencoder`, with `classifier`.
+pub fn judge_real_clips(
+    autoencoder: &VideoAutoencoder,
+    config: &MovingFashionConfig,
+    photos: &Path,
+    classifier: &PhotoClassifier,
+    device: &Device,
+) -> Result<RealClipScores> {
+    let (compositions, clips): (Vec<FashionComposition>, Vec<Clip>) =
+        real_clips(config, photos)?.into_iter().unzip();
+    let [ceiling, colour, direction] = rates(
+        &judge_fashion_clips(&clips, classifier, device),
+        &compositions,
+    );
+    let reconstructed = reconstruct(autoencoder, &clips, device);
+    let [reconstructed_class, _, _] = rates(
+        &judge_fashion_clips(&reconstructed, classifier, device),
+        &compositions,
+    );
+    Ok(RealClipScores {
+        ceiling,
+        colour,
+        direction,
+        autoencoder_psnr: psnr(&clips, &reconstructed),
+        reconstructed_class,
+    })
 }
 
 /// Fraction of `judged` whose class / colour / direction matches `compositions`.
@@ -329,19 +375,18 @@ pub fn evaluate_fashion(
             options.classifier.display()
         )
     })?;
-    let real = real_clips(model, &options.photos)?;
-    let (compositions, clips): (Vec<FashionComposition>, Vec<Clip>) = real.into_iter().unzip();
-    let [ceiling, real_colour, real_direction] = rates(
-        &judge_fashion_clips(&clips, &classifier, device),
-        &compositions,
-    );
-    let reconstructed = reconstruct(model, &clips, device);
-    let [reconstructed_class, _, _] = rates(
-        &judge_fashion_clips(&reconstructed, &classifier, device),
-        &compositions,
-    );
-    let autoencoder_psnr = psnr(&clips, &reconstructed);
-
+    // The run's clip shape at the data set's default speeds (the run folder keeps no more of
+    // its data section).
+    let config = MovingFashionConfig::new()
+        .with_frames(model.spec.frames)
+        .with_size(model.spec.size);
+    let real = judge_real_clips(
+        &model.autoencoder,
+        &config,
+        &options.photos,
+        &classifier,
+        device,
+    )?;
     let mut jobs: Vec<(FashionComposition, FashionPhrasing, u64)> = Vec::new();
     for composition in FashionComposition::all() {
         for phrasing in fashion_phrasings(composition.index()) {
@@ -369,11 +414,11 @@ pub fn evaluate_fashion(
     let mut report = FashionReport {
         train: FashionScores::of(verdicts.iter().filter(|v| !v.held_out)),
         held_out: FashionScores::of(verdicts.iter().filter(|v| v.held_out)),
-        ceiling,
-        real_colour,
-        real_direction,
-        autoencoder_psnr,
-        reconstructed_class,
+        ceiling: real.ceiling,
+        real_colour: real.colour,
+        real_direction: real.direction,
+        autoencoder_psnr: real.autoencoder_psnr,
+        reconstructed_class: real.reconstructed_class,
         classes: named_scores(&verdicts, |v| {
             vec![(
                 v.asked_class,

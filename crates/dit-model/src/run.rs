@@ -490,6 +490,21 @@ pub struct AutoencoderReport {
     pub decoder_latent_noise: f64,
     /// Training seconds.
     pub seconds: f64,
+    /// For Moving Fashion: the photograph classifier's class accuracy on the autoencoder's
+    /// reconstructions of real clips of test photographs, and on the clips themselves (its
+    /// ceiling). Absent for other data, or without the classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconstructed_class: Option<ClassOnReconstructions>,
+}
+
+/// The judge's class accuracy on an autoencoder's reconstructions of real clips, against
+/// its accuracy on the clips (the ceiling).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClassOnReconstructions {
+    /// Class accuracy on the reconstructions.
+    pub class: f64,
+    /// Class accuracy on the real clips.
+    pub ceiling: f64,
 }
 
 /// Reads a run folder's [`AutoencoderReport`].

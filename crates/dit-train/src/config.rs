@@ -126,6 +126,11 @@ pub struct AutoencoderTrainingConfig {
     /// Clips the gradient's global norm to this before each Adam step (wide autoencoders
     /// without normalisation layers can blow up without it). Absent: no clipping.
     pub grad_clip: Option<f64>,
+    /// Weight of an edge term added to the reconstruction MSE: the mean absolute error of
+    /// the horizontal and vertical pixel differences (the gradient difference loss of
+    /// Mathieu et al. 2016), which penalises the blurred edges and textures that MSE
+    /// tolerates. Absent: MSE alone.
+    pub edge_weight: Option<f64>,
 }
 
 /// Stage 2: the DiT on cached latents.
@@ -315,6 +320,9 @@ impl ExperimentConfig {
         require_in_range("autoencoder_training.kl_weight", ae.kl_weight, 0.0, 1e3)?;
         if let Some(clip) = ae.grad_clip {
             require_in_range("autoencoder_training.grad_clip", clip, 1e-6, 1e6)?;
+        }
+        if let Some(weight) = ae.edge_weight {
+            require_in_range("autoencoder_training.edge_weight", weight, 0.0, 1e3)?;
         }
         if let Some(side) = ae.crop {
             let factor = self.model.autoencoder.factor();

@@ -139,8 +139,13 @@ pub fn run(
                     stage: stage.name().into(),
                     seconds: report.seconds + outside_loop(start, report.seconds),
                     result: format!(
-                        "PSNR {:.2} dB, latent scale {:.4}",
-                        report.psnr, report.latent_scale
+                        "PSNR {:.2} dB, latent scale {:.4}{}",
+                        report.psnr,
+                        report.latent_scale,
+                        report.reconstructed_class.map_or(String::new(), |r| format!(
+                            "; class read on reconstructions of real clips {:.3} (ceiling {:.3})",
+                            r.class, r.ceiling
+                        ))
                     ),
                     psnr: Some(report.psnr),
                     machine: None,

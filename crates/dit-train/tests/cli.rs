@@ -399,6 +399,19 @@ fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
         vocab.contains("\"sneaker\"") && !vocab.contains("\"circle\""),
         "{vocab}"
     );
+    // The autoencoder's reconstructions of real clips of test photographs are judged, next
+    // to the clips themselves (the judge's ceiling, which no training changes).
+    let report = dit_model::run::read_autoencoder_report(&straight).unwrap();
+    let judged = report.reconstructed_class.expect("reconstructions judged");
+    assert!(
+        judged.ceiling > 0.85 && (0.0..=1.0).contains(&judged.class),
+        "{judged:?}"
+    );
+    let recipe = std::fs::read_to_string(straight.join("recipe.json")).unwrap();
+    assert!(
+        recipe.contains("class read on reconstructions of real clips"),
+        "{recipe}"
+    );
     // Fidelity, judged by the classifier, at DiT steps 20, 40 and 60 and after the last stage.
     let fidelity = std::fs::read_to_string(straight.join("fidelity.csv")).unwrap();
     assert_eq!(fidelity.lines().count(), 5, "{fidelity}");

@@ -9,8 +9,12 @@ use burn::config::Config;
 use dit_data::fashion::MAX_FASHION_CAPTION_WORDS;
 use dit_data::moving_fashion::MovingFashionConfig;
 use dit_data::{MAX_CAPTION_WORDS, MovingShapesConfig};
+use dit_model::frozen_text::PretrainedText;
 use dit_model::validate::{ConfigError, require_in_range, require_positive};
-use dit_model::{DiffusionConfig, ModelConfig, Prediction, TrainingData};
+use dit_model::{
+    AutoencoderConfig, DiffusionConfig, DitConfig, ModelConfig, Prediction, TextEncoderConfig,
+    TrainingData,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_path_to_error::Segment;
@@ -225,6 +229,93 @@ impl Stage {
     }
 }
 
+/// `[model]`: the autoencoder, and the DiT's architecture. What follows from the data (the
+/// DiT's latent shape, its vocabulary) is not written here: [`ExperimentConfig::networks`]
+/// builds the networks' [`ModelConfig`] from this section and the data.
+#[derive(Config, Debug, PartialEq)]
+pub struct ModelSection {
+    /// The visual autoencoder.
+    pub autoencoder: AutoencoderConfig,
+    /// The Diffusion Transformer's architecture.
+    pub dit: DitSection,
+}
+
+/// `[model.dit]`: the DiT's settings that a config chooses (see [`DitConfig`] for each).
+#[derive(Config, Debug, PartialEq)]
+pub struct DitSection {
+    /// Frames per spacetime patch.
+    pub patch_frames: usize,
+    /// Rows and columns per spacetime patch.
+    pub patch_size: usize,
+    /// Token width.
+    pub hidden: usize,
+    /// Number of blocks.
+    pub depth: usize,
+    /// Attention heads per block.
+    pub heads: usize,
+    /// MLP width as a multiple of `hidden`.
+    #[config(default = 4.0)]
+    pub mlp_ratio: f64,
+    /// Cross-attention to the text tokens in every block.
+    #[config(default = false)]
+    pub cross_attention: bool,
+    /// The prompt encoder.
+    pub text: TextSection,
+}
+
+/// `[model.dit.text]`: the prompt encoder's settings that a config chooses (see
+/// [`TextEncoderConfig`] for each).
+#[derive(Config, Debug, PartialEq)]
+pub struct TextSection {
+    /// Longest prompt, in words.
+    #[config(default = 16)]
+    pub max_words: usize,
+    /// Width of the word features.
+    #[config(default = 64)]
+    pub width: usize,
+    /// Transformer encoder layers.
+    #[config(default = 2)]
+    pub depth: usize,
+    /// Attention heads per layer.
+    #[config(default = 4)]
+    pub heads: usize,
+    /// A frozen pretrained encoder to condition on instead.
+    #[config(default = "None")]
+    pub pretrained: Option<PretrainedText>,
+}
+
+impl DitSection {
+    /// The DiT's config for latents of `[channels, frames, size]` and `vocab_size` token ids.
+    pub fn dit_config(&self, [channels, frames, size]: [usize; 3], vocab_size: usize) -> DitConfig {
+        let t = &self.text;
+        DitConfig {
+            latent_channels: channels,
+            latent_frames: frames,
+            latent_size: size,
+            patch_frames: self.patch_frames,
+            patch_size: self.patch_size,
+            hidden: self.hidden,
+            depth: self.depth,
+            heads: self.heads,
+            mlp_ratio: self.mlp_ratio,
+            cross_attention: self.cross_attention,
+            text: TextEncoderConfig {
+                vocab_size,
+                max_words: t.max_words,
+                width: t.width,
+                depth: t.depth,
+                heads: t.heads,
+                pretrained: t.pretrained,
+            },
+        }
+    }
+}
+
+/// The vocabulary [`ExperimentConfig::validate`] checks the networks with before the data
+/// is read: padding and one word, the fewest any data set has (the checks do not depend on
+/// its size).
+const SMALLEST_VOCABULARY: usize = 2;
+
 /// A complete training recipe.
 #[derive(Config, Debug)]
 pub struct ExperimentConfig {
@@ -232,10 +323,8 @@ pub struct ExperimentConfig {
     pub seed: u64,
     /// Training clips.
     pub data: DataConfig,
-    /// Autoencoder and DiT. The DiT's latent shape is not written in the file: it
-    /// follows from the data set's clip shape and the autoencoder. `model.dit.text.vocab_size = 0`
-    /// takes the vocabulary size from the data.
-    pub model: ModelConfig,
+    /// Autoencoder and DiT, without what follows from the data ([`Self::networks`]).
+    pub model: ModelSection,
     /// Noise schedule.
     pub diffusion: DiffusionConfig,
     /// Stage 1 settings.
@@ -263,32 +352,37 @@ impl ExperimentConfig {
 
     /// Parses and validates the text of a config file.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let mut table = parse_table(text)?;
-        insert_latent_shape(&mut table);
-        let config: Self = from_table(table)?;
+        let config: Self = from_table(parse_table(text)?)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// The config as TOML, as a user writes it (without the derived latent shape).
+    /// The config as TOML, as a user writes it.
     pub fn to_toml(&self) -> String {
-        let mut table = toml::Table::try_from(self).expect("configs serialise to TOML");
-        if let Some(dit) = dit_table(&mut table) {
-            for key in LATENT_KEYS {
-                dit.remove(key);
-            }
-        }
-        toml::to_string_pretty(&table).expect("configs serialise to TOML")
+        toml::to_string_pretty(self).expect("configs serialise to TOML")
+    }
+
+    /// The shape `[channels, frames, size]` of the autoencoder's latents of the data's clips.
+    pub fn latent_shape(&self) -> Result<[usize; 3], ConfigError> {
+        self.model
+            .autoencoder
+            .latent_shape(self.data.frames(), self.data.size())
+            .map_err(|e| e.within("model.autoencoder"))
+    }
+
+    /// The networks' config for the data's vocabulary of `vocab_size` token ids: the
+    /// config's autoencoder, and its DiT on the autoencoder's latents.
+    pub fn networks(&self, vocab_size: usize) -> Result<ModelConfig, ConfigError> {
+        Ok(ModelConfig {
+            autoencoder: self.model.autoencoder.clone(),
+            dit: self.model.dit.dit_config(self.latent_shape()?, vocab_size),
+        })
     }
 
     /// Checks every section.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.data.validate()?;
-        let mut model = self.model.clone();
-        if model.dit.text.vocab_size == 0 {
-            model.dit.text.vocab_size = 2; // resolved from the data later
-        }
-        model
+        self.networks(SMALLEST_VOCABULARY)?
             .validate(self.data.frames(), self.data.size())
             .map_err(|e| e.within("model"))?;
         if let Some(longest) = self.data.longest_caption()
@@ -425,56 +519,6 @@ impl ExperimentConfig {
     }
 }
 
-/// The keys of `[model.dit]` that follow from the autoencoder and the clip shape.
-const LATENT_KEYS: [&str; 3] = ["latent_channels", "latent_frames", "latent_size"];
-
-/// The `[model.dit]` table of a config, if it has one.
-fn dit_table(table: &mut toml::Table) -> Option<&mut toml::Table> {
-    table
-        .get_mut("model")?
-        .as_table_mut()?
-        .get_mut("dit")?
-        .as_table_mut()
-}
-
-/// Fills `model.dit.latent_*` with the shape of the autoencoder's latents
-/// (`[latent_channels, frames, size / 2^downsamplings]`), where the file does
-/// not give them. Values the file gives are kept, and checked against the
-/// autoencoder by validation. Nothing is filled when a value it needs is missing
-/// or not a number: reading the file then names that value.
-fn insert_latent_shape(table: &mut toml::Table) {
-    let int = |path: &[&str]| -> Option<i64> {
-        let (last, parents) = path.split_last()?;
-        let mut t: &toml::Table = table;
-        for key in parents {
-            t = t.get(*key)?.as_table()?;
-        }
-        t.get(*last)?.as_integer()
-    };
-    let section = if int(&["data", "fashion", "frames"]).is_some() {
-        "fashion"
-    } else {
-        "shapes"
-    };
-    let (Some(frames), Some(size), Some(channels), Some(downsamplings)) = (
-        int(&["data", section, "frames"]),
-        int(&["data", section, "size"]),
-        int(&["model", "autoencoder", "latent_channels"]),
-        int(&["model", "autoencoder", "downsamplings"]),
-    ) else {
-        return;
-    };
-    let latent_size = match u32::try_from(downsamplings) {
-        Ok(d) if d < 32 => size >> d,
-        _ => return,
-    };
-    if let Some(dit) = dit_table(table) {
-        for (key, value) in LATENT_KEYS.into_iter().zip([channels, frames, latent_size]) {
-            dit.entry(key).or_insert(toml::Value::Integer(value));
-        }
-    }
-}
-
 /// Parses TOML text into a table; a syntax error names its line.
 fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
     text.parse().map_err(|e: toml::de::Error| {
@@ -491,6 +535,14 @@ fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
         )
     })
 }
+
+/// Keys that configs once had and that now follow from the data.
+const DERIVED: [&str; 4] = [
+    "model.dit.latent_channels",
+    "model.dit.latent_frames",
+    "model.dit.latent_size",
+    "model.dit.text.vocab_size",
+];
 
 /// Reads `T` from a TOML table. Every field must be given (a config file is the
 /// complete record of a run) and unknown keys, such as typos, are rejected; an
@@ -536,6 +588,11 @@ fn from_table<T: DeserializeOwned>(table: toml::Table) -> Result<T, ConfigError>
         ConfigError::new(field, format!("cannot be read: {message}"))
     })?;
     match unknown {
+        Some(path) if DERIVED.contains(&path.as_str()) => Err(ConfigError::new(
+            path,
+            "is not a setting: the DiT's latent shape follows from the autoencoder and the \
+             clips, its vocabulary from the data (delete the line)",
+        )),
         Some(path) => Err(ConfigError::new(path, "is not a known setting (a typo?)")),
         None => Ok(parsed),
     }
@@ -560,6 +617,11 @@ mod tests {
             }
         }
         assert!(count >= 14, "found {count} configs");
+        // The shipped checkpoints' records too: `dit-train --resume` reads them.
+        for name in ["tiny", "minilm"] {
+            let path = configs_dir().join(format!("../checkpoints/{name}/config.toml"));
+            ExperimentConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
     }
 
     #[test]
@@ -571,32 +633,51 @@ mod tests {
     }
 
     #[test]
-    fn the_dit_latent_shape_follows_from_the_autoencoder() {
+    fn the_dit_is_built_from_its_section_the_autoencoder_and_the_datas_vocabulary() {
         let text = std::fs::read_to_string(configs_dir().join("tiny.toml")).unwrap();
-        assert!(!text.contains("latent_frames"));
+        assert!(!text.contains("latent_frames") && !text.contains("vocab_size"));
         let c = ExperimentConfig::parse(&text).unwrap();
-        let dit = &c.model.dit;
+        let model = c.networks(20).unwrap();
+        let dit = &model.dit;
         // 8 frames of 32×32 through 2 downsamplings into 4 channels.
         assert_eq!(
             [dit.latent_channels, dit.latent_frames, dit.latent_size],
             [4, 8, 8]
         );
-        let wider = text.replacen("size = 32\n", "size = 64\n", 1);
+        assert_eq!(dit.text.vocab_size, 20);
         assert_eq!(
-            ExperimentConfig::parse(&wider)
-                .unwrap()
-                .model
-                .dit
-                .latent_size,
-            16
+            (dit.hidden, dit.depth, dit.text.max_words),
+            (
+                c.model.dit.hidden,
+                c.model.dit.depth,
+                c.model.dit.text.max_words
+            )
         );
-        assert!(!c.to_toml().contains("latent_size"));
-        // A shape written in the file must agree with the autoencoder.
-        let given = text.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 8\n", 1);
-        assert_eq!(ExperimentConfig::parse(&given).unwrap().model, c.model);
-        let wrong = text.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 4\n", 1);
-        let err = ExperimentConfig::parse(&wrong).unwrap_err();
-        assert_eq!(err.field, "model.dit.latent_size", "{err}");
+        assert_eq!(model.autoencoder, c.model.autoencoder);
+        model.validate(c.data.frames(), c.data.size()).unwrap();
+        let wider = text.replacen(
+            "size = 32
+",
+            "size = 64
+",
+            1,
+        );
+        let wider = ExperimentConfig::parse(&wider).unwrap();
+        assert_eq!(wider.networks(20).unwrap().dit.latent_size, 16);
+        // What follows from the data is not a setting; old files that wrote it are told so.
+        for (line, field) in [
+            ("[model.dit]\nlatent_size = 8\n", "model.dit.latent_size"),
+            (
+                "[model.dit.text]\nvocab_size = 0\n",
+                "model.dit.text.vocab_size",
+            ),
+        ] {
+            let header = &line[..line.find('\n').unwrap() + 1];
+            let old = text.replacen(header, line, 1);
+            let err = ExperimentConfig::parse(&old).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.to_string().contains("follows from"), "{err}");
+        }
     }
 
     #[test]
@@ -752,9 +833,6 @@ mod toml_tests {
     }
 
     const TINY: &str = r#"
-latent_channels = 4
-latent_frames = 8
-latent_size = 8
 patch_frames = 1
 patch_size = 2
 hidden = 128
@@ -763,7 +841,6 @@ heads = 4
 mlp_ratio = 4.0
 cross_attention = false
 [text]
-vocab_size = 20
 max_words = 16
 width = 64
 depth = 2
@@ -772,47 +849,46 @@ heads = 4
 
     #[test]
     fn reads_a_complete_config() {
-        let c: DitConfig = from_toml(TINY).unwrap();
+        let c: DitSection = from_toml(TINY).unwrap();
         // DiT-S's layout (patch 1×2×2) at the tiny recipe's width and depth.
-        let latent = (4, 8, 8);
-        let small = DitConfig::preset(DitSize::S, 2, latent.0, latent.1, latent.2, text(20));
+        let small = DitConfig::preset(DitSize::S, 2, 4, 8, 8, text(20));
         let expected = DitConfig {
             hidden: 128,
             depth: 4,
             heads: 4,
             ..small
         };
-        assert_eq!(c, expected);
+        assert_eq!(c.dit_config([4, 8, 8], 20), expected);
     }
 
     #[test]
     fn names_the_problem() {
         let typo = TINY.replace("heads = 4", "heads = 4\nhedas = 2");
-        assert_eq!(from_toml::<DitConfig>(&typo).unwrap_err().field, "hedas");
-        let nested = TINY.replace("vocab_size = 20", "vocab_size = 20\nwidht = 3");
+        assert_eq!(from_toml::<DitSection>(&typo).unwrap_err().field, "hedas");
+        let nested = TINY.replace("max_words = 16", "max_words = 16\nwidht = 3");
         assert_eq!(
-            from_toml::<DitConfig>(&nested).unwrap_err().field,
+            from_toml::<DitSection>(&nested).unwrap_err().field,
             "text.widht"
         );
         let missing = TINY.replace("hidden = 128\n", "");
         assert_eq!(
-            from_toml::<DitConfig>(&missing).unwrap_err().field,
+            from_toml::<DitSection>(&missing).unwrap_err().field,
             "hidden"
         );
         let wrong_type = TINY.replace("depth = 4", "depth = \"four\"");
         assert!(
-            from_toml::<DitConfig>(&wrong_type)
+            from_toml::<DitSection>(&wrong_type)
                 .unwrap_err()
                 .to_string()
                 .contains("invalid type")
         );
         let negative = TINY.replace("depth = 4", "depth = -4");
         assert_eq!(
-            from_toml::<DitConfig>(&negative).unwrap_err().field,
+            from_toml::<DitSection>(&negative).unwrap_err().field,
             "depth"
         );
         assert_eq!(
-            from_toml::<DitConfig>("hidden = [").unwrap_err().field,
+            from_toml::<DitSection>("hidden = [").unwrap_err().field,
             "(file)"
         );
     }

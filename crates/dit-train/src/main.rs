@@ -306,7 +306,7 @@ fn shell_quoted(text: &str) -> String {
 /// Prints the run's memory estimate and refuses a config that cannot fit in `max_gib`
 /// (default: the machine's memory).
 fn check_memory(config: &ExperimentConfig, max_gib: Option<f64>) -> Result<()> {
-    let estimate = MemoryEstimate::of(config);
+    let estimate = MemoryEstimate::of(config)?;
     eprintln!("memory estimate: {estimate}");
     let limit = match max_gib {
         Some(gib) if !(gib.is_finite() && gib > 0.0) => {

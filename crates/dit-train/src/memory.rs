@@ -22,6 +22,7 @@
 use std::fmt;
 
 use dit_model::DitConfig;
+use dit_model::validate::ConfigError;
 
 use crate::config::{ExperimentConfig, Stage};
 
@@ -29,7 +30,8 @@ use crate::config::{ExperimentConfig, Stage};
 const F32: f64 = 4.0;
 /// Memory besides tensors: the program, clips, Burn's buffers.
 const BASE_BYTES: f64 = 128.0 * 1024.0 * 1024.0;
-/// Vocabulary assumed when the config takes it from the data (it is read later).
+/// Vocabulary assumed for the estimate: the data's is read later (a word embedding is a
+/// small part of any DiT).
 const ASSUMED_VOCABULARY: usize = 1000;
 
 /// The estimated peak memory of a training run, by part, in bytes.
@@ -51,24 +53,22 @@ pub struct MemoryEstimate {
 }
 
 impl MemoryEstimate {
-    /// The estimate for `config`.
-    pub fn of(config: &ExperimentConfig) -> Self {
-        let mut dit = config.model.dit.clone();
-        if dit.text.vocab_size == 0 {
-            dit.text.vocab_size = ASSUMED_VOCABULARY;
-        }
+    /// The estimate for `config` (an error only where its networks cannot be built, which
+    /// validation refuses first).
+    pub fn of(config: &ExperimentConfig) -> Result<Self, ConfigError> {
+        let dit = config.networks(ASSUMED_VOCABULARY)?.dit;
         let d = &config.dit_training;
         let latent_values =
             (dit.latent_channels * dit.latent_frames) as f64 * (dit.latent_size as f64).powi(2);
         let parameters = dit.num_params();
-        Self {
+        Ok(Self {
             dit_parameters: parameters,
             dit_state: 5.0 * parameters as f64 * F32,
             dit_activations: d.batch_size as f64 * activations_per_clip(&dit) * F32,
             latent_cache: d.train_clips as f64 * latent_values * F32,
             autoencoder: autoencoder_bytes(config),
             denoised_set: denoised_set_bytes(config, latent_values, parameters),
-        }
+        })
     }
 
     /// The peak: the larger of stage 1 and stage 2, plus the program's own memory.
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn the_tiny_recipe_matches_its_measured_memory() {
         let c = config("tiny.toml");
-        let e = MemoryEstimate::of(&c);
+        let e = MemoryEstimate::of(&c).unwrap();
         // 128 tokens, hidden 128, MLP 512, 4 heads, depth 4: 3.53 M values a block and clip.
         let per_clip = 4.0 * ((14.0 * 128.0 + 6.0 * 512.0) * 128.0 + 4.0 * 4.0 * 128.0 * 128.0);
         assert_eq!(e.dit_activations, 32.0 * per_clip * 4.0);
@@ -229,7 +229,7 @@ mod tests {
         let mut c = config("tiny.toml");
         c.model.dit.hidden = 65536;
         c.model.dit.depth = 64;
-        let e = MemoryEstimate::of(&c);
+        let e = MemoryEstimate::of(&c).unwrap();
         // 64 blocks of 12·D² weights each: 3.3 T parameters.
         assert!(e.dit_parameters > 3_000_000_000_000, "{}", e.dit_parameters);
         assert!(e.total() > 1e13);
@@ -239,7 +239,7 @@ mod tests {
     #[test]
     fn a_denoised_decoder_stage_counts_its_set() {
         let c = config("tiny.toml");
-        let e = MemoryEstimate::of(&c);
+        let e = MemoryEstimate::of(&c).unwrap();
         // 1,024 clips of 8 frames: 3·32·32 pixel values and 4·8·8 latent values a frame.
         let set = 1024.0 * 8.0 * (3.0 * 32.0 * 32.0 + 4.0 * 8.0 * 8.0);
         assert_eq!(e.denoised_set, (set + e.dit_parameters as f64) * F32);
@@ -249,11 +249,11 @@ mod tests {
         let shapes = big.data.shapes.as_mut().unwrap();
         shapes.size = 256;
         shapes.frames = 64;
-        let e = MemoryEstimate::of(&big);
+        let e = MemoryEstimate::of(&big).unwrap();
         assert!(e.denoised_set > 51e9 && e.total() > e.denoised_set, "{e}");
         let mut without = config("tiny.toml");
         without.stages.pop();
-        assert_eq!(MemoryEstimate::of(&without).denoised_set, 0.0);
+        assert_eq!(MemoryEstimate::of(&without).unwrap().denoised_set, 0.0);
     }
 
     #[test]

@@ -30,18 +30,20 @@ use crate::preview::write_preview;
 use crate::progress::{LossChart, LossLog, Progress};
 
 /// The run folder's model spec.
-pub(crate) fn run_spec(config: &ExperimentConfig, vocab_size: usize, latent_scale: f64) -> RunSpec {
-    let mut model = config.model.clone();
-    model.dit.text.vocab_size = vocab_size;
-    RunSpec::new(
-        model,
+pub(crate) fn run_spec(
+    config: &ExperimentConfig,
+    vocab_size: usize,
+    latent_scale: f64,
+) -> Result<RunSpec> {
+    Ok(RunSpec::new(
+        config.networks(vocab_size)?,
         config.diffusion.clone(),
         config.data.frames(),
         config.data.size(),
         latent_scale,
     )
     .with_guidance(config.guidance)
-    .with_data(Some(config.data.training_data()))
+    .with_data(Some(config.data.training_data())))
 }
 
 /// What stage 2 did.
@@ -83,17 +85,8 @@ pub fn train(
     let replicas = Replicas::new(devices.iter().map(|d| d.clone().autodiff()).collect());
     let train_device = replicas.main().clone();
     let tokenizer = source.tokenizer();
-    if config.model.dit.text.vocab_size != 0
-        && config.model.dit.text.vocab_size != tokenizer.num_ids()
-    {
-        bail!(
-            "model.dit.text.vocab_size is {}, but the data's vocabulary has {} ids (set it to 0 to take it from the data)",
-            config.model.dit.text.vocab_size,
-            tokenizer.num_ids()
-        );
-    }
     let (ae, ae_report) = load_frozen(config, run_dir, device)?;
-    let spec = run_spec(config, tokenizer.num_ids(), ae_report.latent_scale);
+    let spec = run_spec(config, tokenizer.num_ids(), ae_report.latent_scale)?;
     write_spec(run_dir, &spec, &tokenizer)?;
 
     let batcher = VideoBatcher::new(tokenizer.clone(), config.model.dit.text.max_words);

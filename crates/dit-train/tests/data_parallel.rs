@@ -80,8 +80,7 @@ fn setup(frozen: bool, device: &Device) -> (dit_model::Dit, LatentCache) {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let config = micro();
     let source = ClipSource::open(&config).unwrap();
-    let mut c = config.model.dit;
-    c.text.vocab_size = source.tokenizer().num_ids();
+    let mut c = config.networks(source.tokenizer().num_ids()).unwrap().dit;
     let frozen = frozen.then(|| {
         c.cross_attention = true;
         c.text.pretrained = Some(PretrainedText::MiniLmL6V2);

@@ -38,9 +38,7 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
 }
 
 fn dit_config(config: &ExperimentConfig, source: &ClipSource) -> dit_model::DitConfig {
-    let mut c = config.model.dit.clone();
-    c.text.vocab_size = source.tokenizer().num_ids();
-    c
+    config.networks(source.tokenizer().num_ids()).unwrap().dit
 }
 
 #[test]
@@ -479,7 +477,7 @@ fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_tr
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/dit-b-2-256.toml");
     let config = ExperimentConfig::load(&path).unwrap();
     config.validate().unwrap();
-    let d = &config.model.dit;
+    let d = &config.networks(20).unwrap().dit;
     assert_eq!(config.data.size(), 256);
     assert_eq!(
         [d.latent_channels, d.latent_frames, d.latent_size],
@@ -487,7 +485,7 @@ fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_tr
     );
     assert_eq!((d.hidden, d.depth, d.heads, d.patch_size), (768, 12, 12, 2));
     assert_eq!(d.num_tokens(), 2048);
-    let estimate = MemoryEstimate::of(&config);
+    let estimate = MemoryEstimate::of(&config).unwrap();
     assert!(estimate.total() > 8.0 * (1u64 << 30) as f64, "{estimate}");
 
     let text = std::fs::read_to_string(&path)
@@ -514,8 +512,7 @@ fn the_seed_scale_config_reduces_256_pixels_to_32_latents_and_a_small_variant_tr
     assert!(!grads.is_empty());
     let _ae = ae_optim.step(1e-3, ae, grads);
 
-    let mut dit_config = small.model.dit.clone();
-    dit_config.text.vocab_size = source.tokenizer().num_ids();
+    let dit_config = dit_config(&small, &source);
     let dit = dit_config.init(&device).unwrap();
     let before = named_parameters(&dit.valid());
     let cache = LatentCache {

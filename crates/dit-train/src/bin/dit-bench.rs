@@ -20,7 +20,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
 use dit_model::RunSpec;
-use dit_model::{Backend, DitConfig, Tokenizer};
+use dit_model::{Backend, DitConfig, ModelConfig, Tokenizer};
 use dit_train::checkpoint::optimizer;
 use dit_train::config::ExperimentConfig;
 use dit_train::data_parallel::Replicas;
@@ -250,8 +250,10 @@ fn bench_sample(
     repeats: usize,
 ) -> Result<Timing> {
     let tokenizer = Tokenizer::new(&builtin_vocabulary(config));
-    let mut model_config = config.model.clone();
-    model_config.dit = dit_config.clone();
+    let model_config = ModelConfig {
+        autoencoder: config.model.autoencoder.clone(),
+        dit: dit_config.clone(),
+    };
     let spec = RunSpec::new(
         model_config.clone(),
         config.diffusion.clone(),
@@ -298,8 +300,8 @@ fn main() -> Result<()> {
         .and_then(|s| s.to_str())
         .unwrap_or("config")
         .to_string();
-    let mut dit_config = config.model.dit.clone();
-    dit_config.text.vocab_size = Tokenizer::new(&builtin_vocabulary(&config)).num_ids();
+    let vocab_size = Tokenizer::new(&builtin_vocabulary(&config)).num_ids();
+    let dit_config = config.networks(vocab_size)?.dit;
     let backends = if args.backend.is_empty() {
         Backend::compiled()
     } else {

@@ -116,103 +116,101 @@ fn check_size(
 // Pictures and text
 // ---------------------------------------------------------------------------------------------
 
-/// An RGB picture: `height` rows of `width` pixels, 3 bytes a pixel.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Image {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Row-major RGB bytes.
-    pub rgb: Vec<u8>,
+/// A picture: the `image` crate's RGB buffer. [`Picture`] adds what the figures do to one.
+pub type Image = image::RgbImage;
+
+/// What the figures do to a picture beyond the `image` crate's calls (sizes in `usize`, as
+/// the layouts count them).
+pub trait Picture: Sized {
+    /// A picture filled with `background`.
+    fn filled(width: usize, height: usize, background: Rgb) -> Self;
+    /// The frames of `clip` side by side on the background (white), each pixel
+    /// `scale×scale`, `gap` pixels apart.
+    fn frames(clip: &Clip, scale: usize, gap: usize) -> Self;
+    /// `images` one above the other, left-aligned on the background (white).
+    fn stacked(images: &[Self]) -> Self;
+    /// Copies `src` into this picture with its top left at `(x, y)`, clipped to it.
+    fn paste(&mut self, src: &Self, x: usize, y: usize);
+    /// The colour of pixel `(x, y)`.
+    fn pixel(&self, x: usize, y: usize) -> Rgb;
+    /// Mixes `c` into pixel `(x, y)` with weight `alpha` (0 to 1); outside the picture,
+    /// nothing.
+    fn blend(&mut self, x: i64, y: i64, c: Rgb, alpha: f32);
+    /// Fills columns `xs` of rows `ys` (clipped to the picture) with `c`.
+    fn fill_rect(&mut self, xs: Range<usize>, ys: Range<usize>, c: Rgb);
+    /// The picture as the bytes of a PNG file.
+    fn png(&self) -> Result<Vec<u8>, String>;
+    /// Writes the picture as a PNG (atomically).
+    fn write_png(&self, path: &Path) -> Result<(), OutputError>;
 }
 
-impl Image {
-    /// A picture filled with `background`.
-    pub fn filled(width: usize, height: usize, background: Rgb) -> Self {
-        Self {
-            width,
-            height,
-            rgb: background.repeat(width * height),
-        }
+impl Picture for Image {
+    fn filled(width: usize, height: usize, background: Rgb) -> Self {
+        Image::from_pixel(width as u32, height as u32, image::Rgb(background))
     }
 
-    /// The frames of `clip` side by side on the background (white), each pixel `scale×scale`, `gap` pixels
-    /// apart.
-    pub fn frames(clip: &Clip, scale: usize, gap: usize) -> Self {
+    fn frames(clip: &Clip, scale: usize, gap: usize) -> Self {
         let (w, h) = (clip.width * scale, clip.height * scale);
-        let mut image = Self::filled((clip.frames * (w + gap)).saturating_sub(gap), h, BACKGROUND);
+        let mut strip = Self::filled((clip.frames * (w + gap)).saturating_sub(gap), h, BACKGROUND);
         for f in 0..clip.frames {
-            let frame = Image {
-                width: w,
-                height: h,
-                rgb: frame_rgb(clip, f, scale),
-            };
-            image.paste(&frame, f * (w + gap), 0);
+            let frame = Image::from_raw(w as u32, h as u32, frame_rgb(clip, f, scale))
+                .expect("3 bytes a pixel");
+            strip.paste(&frame, f * (w + gap), 0);
         }
-        image
+        strip
     }
 
-    /// `images` one above the other, left-aligned on the background (white).
-    pub fn stacked(images: &[Image]) -> Self {
-        let width = images.iter().map(|i| i.width).max().unwrap_or(1);
-        let height = images.iter().map(|i| i.height).sum::<usize>().max(1);
-        let mut out = Self::filled(width, height, BACKGROUND);
+    fn stacked(images: &[Self]) -> Self {
+        let width = images.iter().map(|i| i.width() as usize).max().unwrap_or(1);
+        let height = images.iter().map(|i| i.height() as usize).sum::<usize>();
+        let mut out = Self::filled(width, height.max(1), BACKGROUND);
         let mut y = 0;
         for image in images {
             out.paste(image, 0, y);
-            y += image.height;
+            y += image.height() as usize;
         }
         out
     }
 
-    /// Copies `src` into this picture with its top left at `(x0, y0)`, clipped to it.
-    pub fn paste(&mut self, src: &Image, x0: usize, y0: usize) {
-        let width = src.width.min(self.width.saturating_sub(x0));
-        for y in 0..src.height.min(self.height.saturating_sub(y0)) {
-            let s = y * src.width * 3;
-            let d = ((y0 + y) * self.width + x0) * 3;
-            self.rgb[d..d + width * 3].copy_from_slice(&src.rgb[s..s + width * 3]);
-        }
+    fn paste(&mut self, src: &Self, x: usize, y: usize) {
+        image::imageops::replace(self, src, x as i64, y as i64);
     }
 
-    /// The colour of pixel `(x, y)`.
-    pub fn pixel(&self, x: usize, y: usize) -> Rgb {
-        let i = (y * self.width + x) * 3;
-        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
+    fn pixel(&self, x: usize, y: usize) -> Rgb {
+        self.get_pixel(x as u32, y as u32).0
     }
 
-    /// Mixes `c` into pixel `(x, y)` with weight `alpha` (0 to 1); outside the picture,
-    /// nothing.
     fn blend(&mut self, x: i64, y: i64, c: Rgb, alpha: f32) {
-        if x < 0 || y < 0 || x as usize >= self.width || y as usize >= self.height {
+        if x < 0 || y < 0 || x >= i64::from(self.width()) || y >= i64::from(self.height()) {
             return;
         }
         let a = alpha.clamp(0.0, 1.0);
-        let i = (y as usize * self.width + x as usize) * 3;
-        for (p, c) in self.rgb[i..i + 3].iter_mut().zip(c) {
+        let pixel = self.get_pixel_mut(x as u32, y as u32);
+        for (p, c) in pixel.0.iter_mut().zip(c) {
             *p = (*p as f32 * (1.0 - a) + c as f32 * a).round() as u8;
         }
     }
 
-    /// Fills columns `xs` of rows `ys` (clipped to the picture) with `c`.
-    pub fn fill(&mut self, xs: Range<usize>, ys: Range<usize>, c: Rgb) {
-        for y in ys.start..ys.end.min(self.height) {
-            for x in xs.start..xs.end.min(self.width) {
-                let i = (y * self.width + x) * 3;
-                self.rgb[i..i + 3].copy_from_slice(&c);
+    fn fill_rect(&mut self, xs: Range<usize>, ys: Range<usize>, c: Rgb) {
+        let (w, h) = (self.width() as usize, self.height() as usize);
+        for y in ys.start..ys.end.min(h) {
+            for x in xs.start..xs.end.min(w) {
+                self.put_pixel(x as u32, y as u32, image::Rgb(c));
             }
         }
     }
 
-    /// Writes the picture as a PNG (atomically).
-    pub fn write_png(&self, path: &Path) -> Result<(), OutputError> {
-        write_png(path, self.width, self.height, &self.rgb)
+    fn png(&self) -> Result<Vec<u8>, String> {
+        encode_png(self.width() as usize, self.height() as usize, self.as_raw())
     }
 
-    /// The picture as the bytes of a PNG file.
-    pub fn png(&self) -> Result<Vec<u8>, String> {
-        encode_png(self.width, self.height, &self.rgb)
+    fn write_png(&self, path: &Path) -> Result<(), OutputError> {
+        write_png(
+            path,
+            self.width() as usize,
+            self.height() as usize,
+            self.as_raw(),
+        )
     }
 }
 
@@ -360,8 +358,8 @@ fn plot_on<T>(
     image: &mut Image,
     draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<T, FigureError>,
 ) -> Result<T, FigureError> {
-    let (w, h) = (image.width as u32, image.height as u32);
-    let root = BitMapBackend::with_buffer(&mut image.rgb, (w, h)).into_drawing_area();
+    let (w, h) = image.dimensions();
+    let root = BitMapBackend::with_buffer(image, (w, h)).into_drawing_area();
     let out = draw(&root)?;
     root.present().map_err(draw_error)?;
     Ok(out)
@@ -680,7 +678,7 @@ impl LineChart {
             ys.start as i64,
             ys.end as i64,
         );
-        let (w, h) = (image.width as i64, image.height as i64);
+        let (w, h) = (i64::from(image.width()), i64::from(image.height()));
         let centred = TextStyle::new(TITLE_SIZE).anchor(Align::Middle, Align::Start);
         draw_text(image, &self.title, (w / 2, CHART_PAD), centred)?;
 
@@ -776,7 +774,7 @@ impl LineChart {
             .min_by_key(hidden)
             .expect("four corners");
         let to = |v: i64| v.max(0) as usize;
-        image.fill(to(x0)..to(x0 + width), to(y0)..to(y0 + height), BACKGROUND);
+        image.fill_rect(to(x0)..to(x0 + width), to(y0)..to(y0 + height), BACKGROUND);
         for x in x0..x0 + width {
             image.blend(x, y0, GRID, 1.0);
             image.blend(x, y0 + height - 1, GRID, 1.0);
@@ -1369,16 +1367,14 @@ impl<'a> ContactSheet<'a> {
         let max_text = layout.text_width - 2 * SHEET_PAD;
         for (i, (row, &(top, height))) in self.rows.iter().zip(&layout.rows).enumerate() {
             if i % 2 == 1 {
-                image.fill(0..layout.width, top..top + height, ZEBRA);
+                image.fill_rect(0..layout.width, top..top + height, ZEBRA);
             }
             let y0 = top + (height - fh) / 2;
             for f in 0..row.clip.frames {
-                let pixels = frame_rgb(row.clip, f, self.scale);
-                let x0 = layout.frames_x + f * (fw + SHEET_GAP);
-                for y in 0..fh {
-                    let dst = ((y0 + y) * layout.width + x0) * 3;
-                    image.rgb[dst..dst + fw * 3].copy_from_slice(&pixels[y * fw * 3..][..fw * 3]);
-                }
+                let frame =
+                    Image::from_raw(fw as u32, fh as u32, frame_rgb(row.clip, f, self.scale))
+                        .expect("3 bytes a pixel");
+                image.paste(&frame, layout.frames_x + f * (fw + SHEET_GAP), y0);
             }
             let text_top = top + (height - row.text.len() * SHEET_LINE) / 2;
             for (j, line) in row.text.iter().enumerate() {
@@ -1447,8 +1443,8 @@ mod tests {
 
     /// Pixels of `colour` and where they are.
     fn pixels_of(image: &Image, want: Rgb) -> Vec<(usize, usize)> {
-        (0..image.height)
-            .flat_map(|y| (0..image.width).map(move |x| (x, y)))
+        (0..(image.height() as usize))
+            .flat_map(|y| (0..(image.width() as usize)).map(move |x| (x, y)))
             .filter(|&(x, y)| image.pixel(x, y) == want)
             .collect()
     }
@@ -1472,7 +1468,11 @@ mod tests {
             .unwrap();
         let (image, layout) = (&drawn.image, &drawn.layout);
         assert_eq!(
-            (image.width, image.height, image.rgb.len()),
+            (
+                (image.width() as usize),
+                (image.height() as usize),
+                image.as_raw().len()
+            ),
             (480, 300, 480 * 300 * 3)
         );
         assert!(!layout.log_y, "a series through 0 is linear");
@@ -1492,8 +1492,8 @@ mod tests {
             let (x, y) = (x as i32, y as i32);
             (xs.start - 1..=xs.end).contains(&x) && (ys.start - 1..=ys.end).contains(&y)
         };
-        let all: Vec<(usize, usize)> = (0..image.height)
-            .flat_map(|y| (0..image.width).map(move |x| (x, y)))
+        let all: Vec<(usize, usize)> = (0..(image.height() as usize))
+            .flat_map(|y| (0..(image.width() as usize)).map(move |x| (x, y)))
             .collect();
         let curve: Vec<(usize, usize)> = all
             .iter()
@@ -1730,13 +1730,19 @@ mod tests {
     fn pictures_compose_frames_stacks_and_pastes_and_encode_as_png() {
         let clip = clip_of([200, 10, 20]); // 4 frames of 8×8, frame f lit at (row 2, column 2 + f)
         let strip = Image::frames(&clip, 2, 3);
-        assert_eq!((strip.width, strip.height), (4 * 16 + 3 * 3, 16));
+        assert_eq!(
+            ((strip.width() as usize), (strip.height() as usize)),
+            (4 * 16 + 3 * 3, 16)
+        );
         // Frame 3 starts at x = 3·(16 + 3); its lit pixel is magnified to 2×2.
         assert_eq!(strip.pixel(3 * 19 + 2 * 5, 2 * 2 + 1), [200, 10, 20]);
         assert_eq!(strip.pixel(16, 0), BACKGROUND, "the gap is background");
         assert_eq!(strip.pixel(0, 0), [0, 0, 0]);
         let stacked = Image::stacked(&[strip.clone(), Image::filled(5, 4, [1, 2, 3])]);
-        assert_eq!((stacked.width, stacked.height), (strip.width, 20));
+        assert_eq!(
+            ((stacked.width() as usize), (stacked.height() as usize)),
+            ((strip.width() as usize), 20)
+        );
         assert_eq!(stacked.pixel(4, 19), [1, 2, 3]);
         assert_eq!(
             stacked.pixel(5, 19),
@@ -1752,7 +1758,7 @@ mod tests {
         let decoded = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
             .unwrap()
             .to_rgb8();
-        assert_eq!(decoded.as_raw(), &stacked.rgb);
+        assert_eq!(decoded.as_raw(), stacked.as_raw());
     }
 
     #[test]
@@ -1767,7 +1773,10 @@ mod tests {
         let layout = sheet("a red circle moving up").layout().unwrap();
         let one = sheet("a red circle moving up").render().unwrap();
         let two = sheet("a blue square moving left").render().unwrap();
-        assert_eq!((one.width, one.height), (layout.width, layout.height));
+        assert_eq!(
+            ((one.width() as usize), (one.height() as usize)),
+            (layout.width, layout.height)
+        );
         assert_eq!(layout.frame, (16, 16));
         assert_eq!(layout.frames, 4);
         // Frame 3 of row 0: its pixel (2, 5), magnified twice.
@@ -1794,8 +1803,12 @@ mod tests {
         assert_ne!(pixels_one, pixels_two, "two prompts drew the same band");
         assert_eq!(band(&one, 1).1, band(&two, 1).1, "row 1 did not change");
         // The header and the frame numbers are drawn above the rows.
-        assert!(count_dark(&one, 0..one.width, 0..layout.numbers_y) > 100);
-        let numbers = count_dark(&one, layout.frames_x..one.width, layout.numbers_y..top);
+        assert!(count_dark(&one, 0..(one.width() as usize), 0..layout.numbers_y) > 100);
+        let numbers = count_dark(
+            &one,
+            layout.frames_x..(one.width() as usize),
+            layout.numbers_y..top,
+        );
         assert!(numbers > 20, "{numbers} pixels of frame numbers");
     }
 

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use base64::Engine as _;
 use burn::tensor::{Device, Tensor, TensorData};
 use dit_data::clip_to_tensor_data;
-use dit_data::figure::Image;
+use dit_data::figure::{Image, Picture};
 use dit_data::video::{encode_gif, read_clip};
 use dit_model::TrainedModel;
 use dit_model::noise::gaussian;

@@ -2,7 +2,7 @@
 //! and text are drawn by [`dit_data::figure`].
 
 use anyhow::Result;
-use dit_data::figure::{Align, Image, TextStyle, draw_text, text_width};
+use dit_data::figure::{Align, Image, Picture, TextStyle, draw_text, text_width};
 
 const WHITE: [u8; 3] = [255, 255, 255];
 
@@ -55,7 +55,7 @@ fn map(
     for r in 0..rows {
         for c in 0..cols {
             let rgb = colour(values[r * cols + c]);
-            image.fill(c * scale..(c + 1) * scale, r * scale..(r + 1) * scale, rgb);
+            image.fill_rect(c * scale..(c + 1) * scale, r * scale..(r + 1) * scale, rgb);
         }
     }
     image
@@ -64,10 +64,10 @@ fn map(
 /// Draws an orange square outline of `size` pixels with its top left at `(x, y)`.
 pub(super) fn outline(image: &mut Image, x: usize, y: usize, size: usize) {
     const ORANGE: [u8; 3] = [230, 160, 0];
-    image.fill(x..x + size, y..y + 1, ORANGE);
-    image.fill(x..x + size, y + size - 1..y + size, ORANGE);
-    image.fill(x..x + 1, y..y + size, ORANGE);
-    image.fill(x + size - 1..x + size, y..y + size, ORANGE);
+    image.fill_rect(x..x + size, y..y + 1, ORANGE);
+    image.fill_rect(x..x + size, y + size - 1..y + size, ORANGE);
+    image.fill_rect(x..x + 1, y..y + size, ORANGE);
+    image.fill_rect(x + size - 1..x + size, y..y + size, ORANGE);
 }
 
 /// Cells in rows, each row with a label on its left, and column labels on top.
@@ -82,8 +82,8 @@ pub(super) fn grid(rows: &[(String, Vec<Image>)], columns: &[String], gap: usize
         .unwrap_or(0)
         + 8;
     let cells = || rows.iter().flat_map(|(_, c)| c);
-    let cell_w = cells().map(|i| i.width).max().unwrap_or(1);
-    let cell_h = cells().map(|i| i.height).max().unwrap_or(1);
+    let cell_w = cells().map(|i| i.width() as usize).max().unwrap_or(1);
+    let cell_h = cells().map(|i| i.height() as usize).max().unwrap_or(1);
     let ncols = rows.iter().map(|(_, c)| c.len()).max().unwrap_or(0);
     let header = if columns.is_empty() { 0 } else { 20 };
     let mut image = Image::filled(
@@ -145,7 +145,10 @@ mod tests {
     #[test]
     fn maps_colour_by_sign_and_size_and_outline_draws_a_frame() {
         let image = diverging(&[-1.0, 0.0, 0.5, 2.0], 2, 2, 3, 1.0);
-        assert_eq!((image.width, image.height), (6, 6));
+        assert_eq!(
+            ((image.width() as usize), (image.height() as usize)),
+            (6, 6)
+        );
         assert_eq!(image.pixel(0, 0), [30, 70, 200]); // −range: full blue
         assert_eq!(image.pixel(3, 0), WHITE); // zero: white
         assert_eq!(image.pixel(5, 5), [200, 30, 30]); // past +range: full red
@@ -168,8 +171,8 @@ mod tests {
         ];
         let image = grid(&rows, &[], 2).unwrap();
         let label_w = text_width("longer label", 13.0).unwrap() + 8;
-        assert_eq!(image.width, label_w + 2 * (4 + 2) + 2);
-        assert_eq!(image.height, 2 * (5 + 2) + 2);
+        assert_eq!((image.width() as usize), label_w + 2 * (4 + 2) + 2);
+        assert_eq!((image.height() as usize), 2 * (5 + 2) + 2);
         assert_eq!(image.pixel(label_w, 2), [255, 0, 0]);
         assert_eq!(image.pixel(label_w + 6, 2), [255, 0, 0]);
         assert_eq!(image.pixel(label_w + 6, 9), WHITE, "row 2 has one cell");

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use dit_data::fashion::FashionComposition;
-use dit_data::figure::{Image, LineChart, YScale};
+use dit_data::figure::{Image, LineChart, Picture, YScale};
 use dit_data::idx::fashion_mnist_dir;
 use dit_data::moving_fashion::{MovingFashion, MovingFashionConfig};
 use dit_data::{
@@ -113,11 +113,11 @@ pub(super) fn patches(spec: &RunSpec, clip: &Clip) -> Result<Section> {
     let mut patched = Image::frames(clip, scale, gap);
     for f in 0..clip.frames {
         let x0 = f * (clip.width * scale + gap);
-        for y in 0..patched.height {
+        for y in 0..patched.height() as usize {
             for x in 0..clip.width * scale {
                 let on_line = (x / scale) % patch_px == 0 || (y / scale) % patch_px == 0;
                 if on_line && (x % scale == 0 || y % scale == 0) {
-                    patched.fill(x0 + x..x0 + x + 1, y..y + 1, [255, 255, 255]);
+                    patched.fill_rect(x0 + x..x0 + x + 1, y..y + 1, [255, 255, 255]);
                 }
             }
         }

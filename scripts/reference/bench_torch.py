@@ -66,8 +66,8 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dit_reference import CFG, DiT  # noqa: E402
 
-# `vocab_size = 0` in a config means "from the data": the Moving Shapes
-# vocabulary has 42 words, plus id 0 for padding.
+# A config takes its vocabulary from the data: the Moving Shapes vocabulary has 42
+# words, plus id 0 for padding.
 MOVING_SHAPES_VOCAB = 43
 SAMPLE_STEPS = 50
 
@@ -76,18 +76,18 @@ def load_config(path):
     with open(path, "rb") as f:
         raw = tomllib.load(f)
     d, text = raw["model"]["dit"], raw["model"]["dit"]["text"]
-    # The latent shape is derived as dit-train derives it (config.rs `insert_latent_shape`):
+    # The latent shape is derived as dit-train derives it (`ExperimentConfig::latent_shape`):
     # [autoencoder latent channels, clip frames, clip size / 2^downsamplings].
     ae, shapes = raw["model"]["autoencoder"], raw["data"]["shapes"]
     cfg = dict(CFG)
     cfg.update(
-        latent_channels=d.get("latent_channels", ae["latent_channels"]),
-        latent_frames=d.get("latent_frames", shapes["frames"]),
-        latent_size=d.get("latent_size", shapes["size"] >> ae["downsamplings"]),
+        latent_channels=ae["latent_channels"],
+        latent_frames=shapes["frames"],
+        latent_size=shapes["size"] >> ae["downsamplings"],
         patch_frames=d["patch_frames"], patch_size=d["patch_size"],
         hidden=d["hidden"], depth=d["depth"], heads=d["heads"], mlp_ratio=float(d["mlp_ratio"]),
         cross_attention=bool(d["cross_attention"]),
-        vocab_size=text["vocab_size"] or MOVING_SHAPES_VOCAB, max_words=text["max_words"],
+        vocab_size=MOVING_SHAPES_VOCAB, max_words=text["max_words"],
         text_width=text["width"], text_depth=text["depth"], text_heads=text["heads"],
     )
     return cfg, raw

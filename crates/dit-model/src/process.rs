@@ -216,23 +216,17 @@ impl ForwardProcess {
     ) -> Tensor<D> {
         match self {
             ForwardProcess::Diffusion { schedule, .. } => {
-                let steps: Vec<usize> = levels
-                    .iter()
-                    .map(|&level| match level {
-                        NoiseLevel::Step(t) => t,
-                        other => mismatch(other),
-                    })
-                    .collect();
+                let steps = each(levels, |level| match level {
+                    NoiseLevel::Step(t) => Some(t),
+                    NoiseLevel::Sigma(_) => None,
+                });
                 schedule.q_sample(x0, noise, &steps)
             }
             ForwardProcess::Flow { .. } => {
-                let sigmas: Vec<f64> = levels
-                    .iter()
-                    .map(|&level| match level {
-                        NoiseLevel::Sigma(sigma) => sigma,
-                        other => mismatch(other),
-                    })
-                    .collect();
+                let sigmas = each(levels, |level| match level {
+                    NoiseLevel::Sigma(sigma) => Some(sigma),
+                    NoiseLevel::Step(_) => None,
+                });
                 flow::interpolate(x0, noise, &sigmas)
             }
         }
@@ -452,6 +446,14 @@ impl ForwardProcess {
             }
         }
     }
+}
+
+/// What `value` reads of each level (`None`: a level of the other process, see [`mismatch`]).
+fn each<T>(levels: &[NoiseLevel], value: impl Fn(NoiseLevel) -> Option<T>) -> Vec<T> {
+    levels
+        .iter()
+        .map(|&level| value(level).unwrap_or_else(|| mismatch(level)))
+        .collect()
 }
 
 /// A level of the other process: a programming error, since every level comes from the

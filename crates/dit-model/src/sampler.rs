@@ -216,22 +216,43 @@ mod tests {
         }
     }
 
+    /// [`sample`] over `steps` respaced steps of `schedule`'s 1,000, the stochastic terms
+    /// seeded by `seed`.
+    fn run(
+        schedule: &NoiseSchedule,
+        kind: SamplerKind,
+        steps: usize,
+        x_t: Tensor<2>,
+        seed: u64,
+        eps: impl FnMut(Tensor<2>, usize) -> Tensor<2>,
+    ) -> Tensor<2> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        sample(
+            schedule,
+            &respace(1000, steps),
+            kind,
+            x_t,
+            &mut rng,
+            eps,
+            |_| {},
+        )
+    }
+
     #[test]
     fn ddim_with_the_true_noise_recovers_x0() {
         let device = Device::default();
         let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02);
         let x0 = Tensor::<2>::random([4, 64], Distribution::Uniform(-1.0, 1.0), &device);
         let x_t = Tensor::<2>::random([4, 64], Distribution::Normal(0.0, 1.0), &device);
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
         for steps in [1, 10, 50] {
-            let out = sample(
+            let ddim = SamplerKind::Ddim { eta: 0.0 };
+            let out = run(
                 &schedule,
-                &respace(1000, steps),
-                SamplerKind::Ddim { eta: 0.0 },
+                ddim,
+                steps,
                 x_t.clone(),
-                &mut rng,
+                0,
                 oracle(&schedule, x0.clone()),
-                |_| {},
             );
             out.into_data()
                 .assert_approx_eq::<f32>(&x0.to_data(), Tolerance::absolute(2e-3));
@@ -254,15 +275,13 @@ mod tests {
             let v = eps(x.clone(), t) * a.sqrt() - x0.clone() * (1.0 - a).sqrt();
             process.epsilon(x, v, t)
         };
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        sample(
+        run(
             &schedule,
-            &respace(1000, 25),
             SamplerKind::Ddim { eta: 0.0 },
+            25,
             x_t,
-            &mut rng,
+            0,
             v_model,
-            |_| {},
         )
         .into_data()
         .assert_approx_eq::<f32>(&x0.to_data(), Tolerance::absolute(2e-3));
@@ -277,15 +296,13 @@ mod tests {
         let x0 = Tensor::<2>::random([2, 32], Distribution::Uniform(-1.0, 1.0), &device);
         let x_t = Tensor::<2>::random([2, 32], Distribution::Normal(0.0, 1.0), &device);
         for kind in [SamplerKind::Ddpm, SamplerKind::Ddim { eta: 1.0 }] {
-            let mut rng = ChaCha8Rng::seed_from_u64(1);
-            let out = sample(
+            let out = run(
                 &schedule,
-                &respace(1000, 20),
                 kind,
+                20,
                 x_t.clone(),
-                &mut rng,
+                1,
                 oracle(&schedule, x0.clone()),
-                |_| {},
             );
             out.into_data()
                 .assert_approx_eq::<f32>(&x0.to_data(), Tolerance::absolute(2e-3));
@@ -298,23 +315,11 @@ mod tests {
         let schedule = NoiseSchedule::linear(1000, 1e-4, 0.02);
         let x_t = Tensor::<2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device);
         let toy = |x: Tensor<2>, _t: usize| x * 0.5; // any ε-predictor
-        let run = |kind, seed| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            sample(
-                &schedule,
-                &respace(1000, 10),
-                kind,
-                x_t.clone(),
-                &mut rng,
-                toy,
-                |_| {},
-            )
-            .into_data()
-        };
-        run(SamplerKind::Ddpm, 7).assert_eq(&run(SamplerKind::Ddpm, 7), true);
-        run(SamplerKind::Ddim { eta: 0.0 }, 1)
-            .assert_eq(&run(SamplerKind::Ddim { eta: 0.0 }, 2), true);
-        assert_ne!(run(SamplerKind::Ddpm, 1), run(SamplerKind::Ddpm, 2));
+        let sampled = |kind, seed| run(&schedule, kind, 10, x_t.clone(), seed, toy).into_data();
+        sampled(SamplerKind::Ddpm, 7).assert_eq(&sampled(SamplerKind::Ddpm, 7), true);
+        sampled(SamplerKind::Ddim { eta: 0.0 }, 1)
+            .assert_eq(&sampled(SamplerKind::Ddim { eta: 0.0 }, 2), true);
+        assert_ne!(sampled(SamplerKind::Ddpm, 1), sampled(SamplerKind::Ddpm, 2));
     }
 
     #[test]

@@ -322,9 +322,8 @@ impl ForwardProcess {
     ) -> Tensor<D> {
         match (self, level) {
             (ForwardProcess::Diffusion { schedule, .. }, NoiseLevel::Step(t)) => {
-                let a = schedule.alpha_bar(t);
                 let e = self.epsilon(x.clone(), output, t);
-                (x - e * (1.0 - a).sqrt()) / a.sqrt()
+                schedule.clean_from_noise(x, e, t)
             }
             // On the line, x_σ = x̂₀ + σ·v.
             (ForwardProcess::Flow { .. }, NoiseLevel::Sigma(sigma)) => x - output * sigma,
@@ -432,12 +431,11 @@ impl ForwardProcess {
             ForwardProcess::Diffusion { schedule, .. } => {
                 let eps = |x: Tensor<D>, t: usize| {
                     let out = output(x.clone(), t as f64);
-                    let a = schedule.alpha_bar(t);
                     let e = self.epsilon(x.clone(), out, t);
                     observe(
                         t as f64,
                         &x,
-                        (x.clone() - e.clone() * (1.0 - a).sqrt()) / a.sqrt(),
+                        schedule.clean_from_noise(x.clone(), e.clone(), t),
                     );
                     e
                 };

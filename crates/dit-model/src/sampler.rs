@@ -150,8 +150,7 @@ pub fn sample<const D: usize, R: Rng + ?Sized>(
         let a_t = schedule.alpha_bar(t);
         let a_prev = timesteps.get(i + 1).map_or(1.0, |&p| schedule.alpha_bar(p));
         let e = eps(x.clone(), t);
-        // x̂_0 from the ε-parameterisation.
-        let x0 = (x.clone() - e.clone() * (1.0 - a_t).sqrt()) / a_t.sqrt();
+        let x0 = schedule.clean_from_noise(x.clone(), e.clone(), t);
         let last = i + 1 == timesteps.len();
         x = match kind {
             SamplerKind::Ddim { eta } => {

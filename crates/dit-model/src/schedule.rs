@@ -96,6 +96,18 @@ impl NoiseSchedule {
         self.beta(t) * (1.0 - prev) / (1.0 - self.alpha_bar(t))
     }
 
+    /// The clean latent x̂_0 = (x_t − √(1-ᾱ_t)·ε̂)/√ᾱ_t that the noise `eps` implies at
+    /// step `t`.
+    pub fn clean_from_noise<const D: usize>(
+        &self,
+        x_t: Tensor<D>,
+        eps: Tensor<D>,
+        t: usize,
+    ) -> Tensor<D> {
+        let a = self.alpha_bar(t);
+        (x_t - eps * (1.0 - a).sqrt()) / a.sqrt()
+    }
+
     /// Samples x_t = √ᾱ_t·x_0 + √(1-ᾱ_t)·ε, one step per batch element.
     ///
     /// # Shapes

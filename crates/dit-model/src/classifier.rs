@@ -107,11 +107,22 @@ impl PhotoClassifier {
     ///
     /// `photos`: `[batch, 1, 28, 28]` → `[batch, classes]`.
     pub fn forward(&self, photos: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(photos))); // [b, c, 14, 14]
-        let x = self.pool.forward(relu(self.conv2.forward(x))); // [b, 2c, 7, 7]
+        let [_, second] = self.features(photos);
+        let x = self.pool.forward(second); // [b, 2c, 7, 7]
         let x: Tensor<2> = x.flatten(1, 3); // [b, 2c·49]
         let x = self.dropout.forward(relu(self.hidden.forward(x)));
         self.output.forward(x)
+    }
+
+    /// The rectified outputs of the two convolutions, before their pooling: what the
+    /// network sees of a picture at one and at two pixels' scale. Convolutions take any
+    /// size, so pictures need not be 28×28.
+    ///
+    /// `photos`: `[batch, 1, h, w]` → `[batch, c, h, w]` and `[batch, 2c, h/2, w/2]`.
+    pub fn features(&self, photos: Tensor<4>) -> [Tensor<4>; 2] {
+        let first = relu(self.conv1.forward(photos)); // [b, c, h, w]
+        let second = relu(self.conv2.forward(self.pool.forward(first.clone()))); // [b, 2c, h/2, w/2]
+        [first, second]
     }
 
     /// The most likely class of each photograph (`[batch, 1, 28, 28]` → `batch` indices).

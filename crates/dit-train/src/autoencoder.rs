@@ -29,6 +29,7 @@ use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::denoised::DenoisedFrames;
 use crate::lr_schedule::cosine_lr;
+use crate::perceptual::PerceptualLoss;
 use crate::progress::{LossChart, LossLog, Progress};
 
 /// Video tensor `[n, 3, F, H, W]` of `n` clips, with their captions tokenized.
@@ -322,6 +323,12 @@ fn fit(
         .grad_clip
         .map(|norm| GradientClippingConfig::Norm(norm as f32));
     let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
+    let perceptual = match (&settings.perceptual_network, settings.perceptual_weight) {
+        (Some(dir), Some(weight)) if weight > 0.0 => {
+            Some((PerceptualLoss::load(Path::new(dir), train_device)?, weight))
+        }
+        _ => None,
+    };
     let mut state = TrainState {
         step: 0,
         seed: config.seed,
@@ -418,7 +425,10 @@ fn fit(
         let mse = (recon.clone() - video.clone()).powi_scalar(2).mean();
         let mut loss = mse.clone();
         if let Some(weight) = settings.edge_weight.filter(|&w| w > 0.0) {
-            loss = loss + edge_error(recon, video) * weight;
+            loss = loss + edge_error(recon.clone(), video.clone()) * weight;
+        }
+        if let Some((network, weight)) = &perceptual {
+            loss = loss + network.error(recon, video) * *weight;
         }
         if let Some(kl) = kl {
             loss = loss + kl * settings.kl_weight;
@@ -438,7 +448,11 @@ fn fit(
                 lr,
                 seconds_before + progress.elapsed(),
             )?;
-            progress.update(done, &format!("mse {value:.5}"), true);
+            let mut line = format!("mse {value:.5}");
+            if settings.edge_weight.is_some() || perceptual.is_some() {
+                line += &format!(", loss {:.5}", loss.into_scalar::<f32>());
+            }
+            progress.update(done, &line, true);
         }
         if let Some(dir) = &schedule.checkpoints
             && (done % settings.checkpoint_every == 0 || done == schedule.steps)

@@ -135,6 +135,13 @@ pub struct AutoencoderTrainingConfig {
     /// Mathieu et al. 2016), which penalises the blurred edges and textures that MSE
     /// tolerates. Absent: MSE alone.
     pub edge_weight: Option<f64>,
+    /// Weight of a perceptual term added to the reconstruction MSE: the squared distance
+    /// between the features a frozen Fashion-MNIST classifier sees in the reconstruction
+    /// and in the original ([`crate::perceptual`]). Needs `perceptual_network`.
+    pub perceptual_weight: Option<f64>,
+    /// Folder of that classifier (as `dit-train classifier` writes it), relative to the
+    /// working folder; never the judge's own.
+    pub perceptual_network: Option<String>,
 }
 
 /// Stage 2: the DiT on cached latents.
@@ -417,6 +424,16 @@ impl ExperimentConfig {
         }
         if let Some(weight) = ae.edge_weight {
             require_in_range("autoencoder_training.edge_weight", weight, 0.0, 1e3)?;
+        }
+        if let Some(weight) = ae.perceptual_weight {
+            require_in_range("autoencoder_training.perceptual_weight", weight, 0.0, 1e3)?;
+        }
+        if ae.perceptual_weight.is_some() != ae.perceptual_network.is_some() {
+            return Err(ConfigError::new(
+                "autoencoder_training.perceptual_weight",
+                "and autoencoder_training.perceptual_network go together: set both or neither"
+                    .to_string(),
+            ));
         }
         if let Some(side) = ae.crop {
             let factor = self.model.autoencoder.factor();
@@ -715,6 +732,16 @@ mod tests {
                 "checkpoint_every = 250\n",
                 "checkpoint_every = 250\ngrad_clip = -1.0\n",
                 "autoencoder_training.grad_clip",
+            ),
+            (
+                "checkpoint_every = 250\n",
+                "checkpoint_every = 250\nperceptual_weight = 1.0\n",
+                "autoencoder_training.perceptual_weight",
+            ),
+            (
+                "checkpoint_every = 250\n",
+                "checkpoint_every = 250\nperceptual_weight = -1.0\nperceptual_network = \"n\"\n",
+                "autoencoder_training.perceptual_weight",
             ),
             (
                 "[data.shapes]\n",

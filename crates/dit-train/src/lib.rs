@@ -35,6 +35,7 @@ pub mod lock;
 pub mod loss;
 pub mod lr_schedule;
 pub mod memory;
+pub mod perceptual;
 pub mod preview;
 pub mod progress;
 pub mod recipe;

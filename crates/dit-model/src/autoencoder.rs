@@ -6,11 +6,11 @@
 //! then frozen. Latents are multiplied by a scale factor measured on data
 //! (Stable Diffusion's 0.18215 is the same idea) so the DiT sees unit variance.
 
+use crate::fused::silu;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -126,6 +126,33 @@ impl AutoencoderConfig {
             + 2 * res_block(deepest)
             + per_level;
         u64::try_from(total).unwrap_or(u64::MAX)
+    }
+
+    /// FLOPs (2 per multiply-add) of the convolutions of encoding and decoding one
+    /// `side × side` frame: what a benchmark reads its speed against (element-wise work
+    /// and the nearest-neighbour upsampling are not counted).
+    pub fn forward_flops(&self, side: usize) -> f64 {
+        // One 3×3 convolution from `i` to `o` channels with an `out × out` output.
+        let conv = |i: usize, o: usize, out: usize| 2.0 * 9.0 * (i * o * out * out) as f64;
+        let levels = self.downsamplings;
+        let at = |level: usize| side >> level;
+        let (deepest, bottom) = (self.channels(levels), at(levels));
+        let moments = if self.variational { 2 } else { 1 } * self.latent_channels;
+        let res_blocks = |c: usize, out: usize| 2.0 * self.res_blocks as f64 * conv(c, c, out);
+        let per_level: f64 = (0..levels)
+            .map(|i| {
+                let (c, next) = (self.channels(i), self.channels(i + 1));
+                // Encoder: residual blocks, then down (stride 2); decoder: upsample, up,
+                // then residual blocks.
+                2.0 * res_blocks(c, at(i)) + conv(c, next, at(i + 1)) + conv(next, c, at(i))
+            })
+            .sum();
+        conv(self.image_channels, self.channels(0), side)
+            + conv(deepest, moments, bottom)
+            + conv(self.latent_channels, deepest, bottom)
+            + conv(self.channels(0), self.image_channels, side)
+            + 2.0 * 2.0 * conv(deepest, deepest, bottom)
+            + per_level
     }
 
     /// Builds the autoencoder (PyTorch-style Kaiming-uniform convolutions), each parameter
@@ -358,6 +385,27 @@ impl VideoAutoencoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forward_flops_count_every_convolution_at_its_resolution() {
+        // 3 → 8 channels at 8×8, one downsampling to 16 channels at 4×4, 4 latent channels.
+        let config = AutoencoderConfig::new()
+            .with_base_channels(8)
+            .with_downsamplings(1);
+        let conv = |i: usize, o: usize, side: usize| 2 * 9 * i * o * side * side;
+        let by_hand = conv(3, 8, 8) // encoder in
+            + 2 * conv(8, 8, 8) // encoder residual block
+            + conv(8, 16, 4) // down, stride 2
+            + 2 * conv(16, 16, 4) // encoder middle
+            + conv(16, 4, 4) // encoder out
+            + conv(4, 16, 4) // decoder in
+            + 2 * conv(16, 16, 4) // decoder middle
+            + conv(16, 8, 8) // up, after upsampling
+            + 2 * conv(8, 8, 8) // decoder residual block
+            + conv(8, 3, 8); // decoder out
+        assert_eq!(by_hand, 866_304);
+        assert_eq!(config.forward_flops(8), by_hand as f64);
+    }
 
     #[test]
     fn the_parameter_count_is_that_of_the_built_model() {

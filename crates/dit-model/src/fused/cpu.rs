@@ -100,6 +100,104 @@ fn sigmoid(z: f32) -> f32 {
 }
 
 // ---------------------------------------------------------------------------
+// SiLU
+// ---------------------------------------------------------------------------
+
+/// The logistic function exactly as Burn's `flex` backend computes it (libm's
+/// `expf`, one formula per sign), so that [`silu`] and [`silu_backward`] give the
+/// bits of Burn's composite `x·sigmoid(x)` and of its autodiff gradient: runs
+/// trained before this op existed reproduce bit for bit.
+#[inline(always)]
+fn sigmoid_as_flex(x: f32) -> f32 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// SiLU `x·σ(x)` element by element; with `keep_sigmoid`, also `σ(x)` (what the
+/// backward pass needs).
+pub fn silu(x: &[f32], keep_sigmoid: bool) -> (Vec<f32>, Option<Vec<f32>>) {
+    let mut y = vec![0.0; x.len()];
+    let mut s = if keep_sigmoid {
+        vec![0.0; x.len()]
+    } else {
+        Vec::new()
+    };
+    if keep_sigmoid {
+        y.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(s.par_chunks_mut(ELEMENTWISE_CHUNK))
+            .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|((y, s), x)| {
+                for ((y, s), &x) in y.iter_mut().zip(s).zip(x) {
+                    *s = sigmoid_as_flex(x);
+                    *y = x * *s;
+                }
+            });
+    } else {
+        y.par_chunks_mut(ELEMENTWISE_CHUNK)
+            .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+            .for_each(|(y, x)| {
+                for (y, &x) in y.iter_mut().zip(x) {
+                    *y = x * sigmoid_as_flex(x);
+                }
+            });
+    }
+    (y, keep_sigmoid.then_some(s))
+}
+
+/// The two terms of SiLU's input gradient, `g·σ` and `(g·x)·σ·(1 − σ)`, each
+/// rounded as Burn's autodiff rounds it for `x·sigmoid(x)`: the product's
+/// gradient, then the sigmoid's.
+#[inline(always)]
+fn silu_backward_body(
+    x: &[f32],
+    sigmoid: &[f32],
+    grad: &[f32],
+    by_product: &mut [f32],
+    by_sigmoid: &mut [f32],
+) {
+    for ((((p, q), &x), &s), &g) in by_product
+        .iter_mut()
+        .zip(by_sigmoid)
+        .zip(x)
+        .zip(sigmoid)
+        .zip(grad)
+    {
+        *p = g * s;
+        *q = g * x * s * (1.0 - s);
+    }
+}
+
+multiversion! {
+    fn silu_backward_chunk(x: &[f32], sigmoid: &[f32], grad: &[f32], by_product: &mut [f32], by_sigmoid: &mut [f32]) = silu_backward_body;
+}
+
+/// The gradient of [`silu`] at `x` (with its saved `sigmoid`) times `grad`, as its
+/// two terms (product, sigmoid) whose sum is `dx`. They are returned apart so that
+/// the caller can add them to the input's gradient one after the other, in the order
+/// Burn's autodiff adds them for the composite: summed first, the result would differ
+/// in the last bit where the input has other consumers.
+pub fn silu_backward(x: &[f32], sigmoid: &[f32], grad: &[f32]) -> [Vec<f32>; 2] {
+    assert!(
+        x.len() == sigmoid.len() && x.len() == grad.len(),
+        "silu backward: input, sigmoid and gradient sizes"
+    );
+    let mut by_product = vec![0.0; x.len()];
+    let mut by_sigmoid = vec![0.0; x.len()];
+    by_product
+        .par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(by_sigmoid.par_chunks_mut(ELEMENTWISE_CHUNK))
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .zip(sigmoid.par_chunks(ELEMENTWISE_CHUNK))
+        .zip(grad.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|((((p, q), x), s), g)| silu_backward_chunk(x, s, g, p, q));
+    [by_product, by_sigmoid]
+}
+
+// ---------------------------------------------------------------------------
 // tanh-GELU
 // ---------------------------------------------------------------------------
 

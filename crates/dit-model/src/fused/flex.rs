@@ -117,6 +117,12 @@ fn cross_attention_shape(q: &FlexTensor, kv: &FlexTensor, heads: usize) -> Atten
 }
 
 impl FusedOps for Flex {
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let x = contiguous(x);
+        let (y, _) = cpu::silu(values(&x), false);
+        tensor(y, x.shape())
+    }
+
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let x = contiguous(x);
         tensor(cpu::gelu_tanh(values(&x)), x.shape())
@@ -158,6 +164,26 @@ impl FusedOps for Flex {
         let valid = valid_keys(key_padding);
         let out = cpu::cross_attention(values(&q), values(&kv), shape, Some(&valid), KEEP);
         attention_output(out.out, shape)
+    }
+}
+
+/// Backward step of SiLU; keeps the input and its sigmoid.
+#[derive(Debug)]
+struct SiluBackward;
+
+impl Backward<Flex, 1> for SiluBackward {
+    type State = (FlexTensor, FlexTensor);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [parent] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        if let Some(parent) = parent {
+            let (x, sigmoid) = &ops.state;
+            // Added to the input's gradient in the composite's order (see `silu_backward`).
+            for term in cpu::silu_backward(values(x), values(sigmoid), values(&grad)) {
+                grads.register::<Flex>(parent.id, tensor(term, x.shape()));
+            }
+        }
     }
 }
 
@@ -331,6 +357,23 @@ impl Backward<Flex, 2> for CrossAttentionBackward {
 }
 
 impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match SiluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let input = contiguous(x.primitive().clone());
+                let (y, sigmoid) = cpu::silu(values(&input), true);
+                let shape = input.shape();
+                let sigmoid = tensor(sigmoid.expect("kept"), shape.clone());
+                prep.finish((input, sigmoid), tensor(y, shape))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::silu(x.into_primitive())),
+        }
+    }
+
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         match GeluBackward
             .prepare::<C>([x.node()])

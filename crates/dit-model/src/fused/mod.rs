@@ -1,6 +1,7 @@
 //! Fused operations of the DiT block: tanh-GELU, LayerNorm + adaLN modulation
 //! and multi-head attention (self-attention on the packed `qkv` projection,
-//! cross-attention to packed keys and values).
+//! cross-attention to packed keys and values); and SiLU, the autoencoder's and
+//! the conditioning's activation.
 //!
 //! Each is one op with a hand-written backward pass on Burn's `flex` CPU
 //! backend (and autodiff over it), added through Burn's backend extension
@@ -20,7 +21,7 @@ pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
-use burn::tensor::{Bool, Tensor};
+use burn::tensor::{Bool, Tensor, activation};
 
 use crate::ops;
 
@@ -35,6 +36,9 @@ use burn::backend::{Backend, Dispatch, backend_extension};
 #[cfg(feature = "flex")]
 #[backend_extension(Flex: cfg(feature = "flex"), Autodiff)]
 pub trait FusedOps: Backend {
+    /// SiLU `x·σ(x)`, element by element.
+    fn silu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+
     /// tanh-GELU, element by element.
     fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
 
@@ -80,6 +84,17 @@ fn runs_fused<const D: usize>(x: &Tensor<D>) -> bool {
         _ => false,
     };
     on_flex && x.dtype() == burn::tensor::DType::F32
+}
+
+/// SiLU `x·σ(x)` (Burn's [`activation::silu`]), with the same bits as Burn's
+/// composite on `flex` in one pass forward and one backward, where the composite
+/// takes two passes with `exp` and five more.
+pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if runs_fused(&x) {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::silu(x.into_dispatch()));
+    }
+    activation::silu(x)
 }
 
 /// tanh-GELU (PyTorch's `GELU(approximate="tanh")`); see [`ops::gelu_tanh`].
@@ -235,6 +250,51 @@ mod tests {
             let (y_ref, gx_ref) = output_and_grads(&[x], &w, |v| ops::gelu_tanh(v[0].clone()));
             assert_close(y, y_ref, "gelu forward");
             assert_close(gx[0].clone(), gx_ref[0].clone(), "gelu dx");
+        }
+    }
+
+    #[test]
+    fn fused_silu_gives_the_bits_of_burns_silu_forward_and_backward() {
+        // Large enough for several rayon chunks; both signs, zero and saturation.
+        for (i, shape) in [[2, 16, 4099], [1, 1, 1], [3, 7, 37]]
+            .into_iter()
+            .enumerate()
+        {
+            let x = random(shape, 7 + i as u64) * 6.0;
+            let x = x.slice_fill([0..1, 0..1, 0..1], 0.0);
+            let x = if shape[2] > 3 {
+                x.slice_fill([0..1, 0..1, 1..2], -100.0)
+                    .slice_fill([0..1, 0..1, 2..3], 100.0)
+            } else {
+                x
+            };
+            let w = random(shape, 200 + i as u64);
+            let (y, gx) = output_and_grads(std::slice::from_ref(&x), &w, |v| silu(v[0].clone()));
+            let (y_ref, gx_ref) = output_and_grads(std::slice::from_ref(&x), &w, |v| {
+                activation::silu(v[0].clone())
+            });
+            assert_eq!(values(y), values(y_ref), "silu forward");
+            assert_eq!(values(gx[0].clone()), values(gx_ref[0].clone()), "silu dx");
+            // A residual connection around it, as in the autoencoder's blocks: the
+            // input's gradient has three terms, added in the composite's order.
+            let (_, gx) = output_and_grads(std::slice::from_ref(&x), &w, |v| {
+                v[0].clone() + silu(v[0].clone()) * 3.0
+            });
+            let (_, gx_ref) = output_and_grads(std::slice::from_ref(&x), &w, |v| {
+                v[0].clone() + activation::silu(v[0].clone()) * 3.0
+            });
+            assert_eq!(
+                values(gx[0].clone()),
+                values(gx_ref[0].clone()),
+                "residual dx"
+            );
+            // Without autodiff too.
+            let plain = Tensor::<3>::from_data(x.into_data(), &Device::flex());
+            assert_eq!(
+                values(silu(plain.clone())),
+                values(activation::silu(plain)),
+                "silu forward without autodiff"
+            );
         }
     }
 
@@ -436,6 +496,7 @@ mod tests {
         let x = random([2, 6, 20], 50);
         let w = random([2, 6, 20], 51);
         check_finite_differences(x.clone(), w.clone(), gelu_tanh, "gelu");
+        check_finite_differences(x.clone(), w.clone(), silu, "silu");
         let shift = random([2, 20], 52);
         let scale = random([2, 20], 53);
         check_finite_differences(

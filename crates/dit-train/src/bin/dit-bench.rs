@@ -1,5 +1,5 @@
-//! `dit-bench`: training-step and sampling throughput of the DiT of a config,
-//! on every compiled backend. Prints one JSON line per measurement, the first the backend's
+//! `dit-bench`: training-step and sampling throughput of the DiT of a config (and, with
+//! `--autoencoder`, its autoencoder stage's training step), on every compiled backend. Prints one JSON line per measurement, the first the backend's
 //! own 1024³ single-precision matrix product (`sgemm_1024`), against which every later
 //! figure gives its fraction (`of_sgemm_peak`): the distance to what the machine can do.
 //!
@@ -16,6 +16,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
@@ -50,6 +52,10 @@ struct Args {
     /// Measure sampling only.
     #[arg(long)]
     sampling_only: bool,
+    /// Measure the autoencoder stage's training step too (`autoencoder_step`: the
+    /// config's batch of frames, or of its `crop` windows).
+    #[arg(long)]
+    autoencoder: bool,
     /// Clips generated together in the sampling measurements.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
     sample_clips: Vec<usize>,
@@ -242,6 +248,47 @@ fn bench_train(
     Ok(timing)
 }
 
+/// The autoencoder stage's training step: `batch` random frames of `side × side`,
+/// encoded, decoded, MSE, backward and an Adam step (with the stage's gradient clipping).
+fn bench_autoencoder(
+    config: &ExperimentConfig,
+    device: &Device,
+    batch: usize,
+    side: usize,
+    repeats: usize,
+) -> Result<Timing> {
+    let train_device = device.clone().autodiff();
+    let mut ae = config.model.autoencoder.init(&train_device)?;
+    let clip = config
+        .autoencoder_training
+        .grad_clip
+        .map(|norm| GradientClippingConfig::Norm(norm as f32));
+    let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
+    let video = Tensor::<5>::random(
+        [
+            batch,
+            config.model.autoencoder.image_channels,
+            1,
+            side,
+            side,
+        ],
+        Distribution::Uniform(-1.0, 1.0),
+        &train_device,
+    );
+    let mut timing = Timing::default();
+    for step in 0..repeats + 3 {
+        ae = timing.measure(step >= 3, || {
+            let recon = ae.decode(ae.encode(video.clone()).sample());
+            let loss = (recon - video.clone()).powi_scalar(2).mean();
+            let grads = GradientsParams::from_grads(loss.backward(), &ae);
+            let ae = optim.step(1e-4, ae, grads);
+            let _ = ae.encoder.conv_in.weight.val().into_data(); // wait for the step to finish
+            Ok(ae)
+        })?;
+    }
+    Ok(timing)
+}
+
 fn bench_sample(
     config: &ExperimentConfig,
     dit_config: &DitConfig,
@@ -329,6 +376,23 @@ fn main() -> Result<()> {
                 batch,
                 &s,
                 3.0 * forward_flops(&dit_config, batch, words),
+                Some(peak),
+            );
+        }
+        if args.autoencoder && !args.sampling_only {
+            let ae_batch = config.autoencoder_training.batch_size;
+            let side = config
+                .autoencoder_training
+                .crop
+                .unwrap_or_else(|| config.data.size());
+            let s = bench_autoencoder(&config, &device, ae_batch, side, args.repeats)?;
+            line(
+                &name,
+                backend,
+                "autoencoder_step",
+                ae_batch,
+                &s,
+                3.0 * ae_batch as f64 * config.model.autoencoder.forward_flops(side),
                 Some(peak),
             );
         }

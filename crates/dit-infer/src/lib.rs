@@ -27,8 +27,9 @@ pub fn default_classifier() -> PathBuf {
     shipped(fashion_eval::CLASSIFIER_DIR)
 }
 
-/// `path` in the working folder when it is there, else in this repository.
-fn shipped(path: &str) -> PathBuf {
+/// `path` in the working folder when it is there, else in this repository: where the
+/// shipped checkpoints and networks (`checkpoints/…`) are found from any folder.
+pub fn shipped(path: &str) -> PathBuf {
     let local = PathBuf::from(path);
     if local.is_dir() {
         local

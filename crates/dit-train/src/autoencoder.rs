@@ -325,7 +325,7 @@ fn fit(
     let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
     let perceptual = match (&settings.perceptual_network, settings.perceptual_weight) {
         (Some(dir), Some(weight)) if weight > 0.0 => {
-            Some((PerceptualLoss::load(Path::new(dir), train_device)?, weight))
+            Some((PerceptualLoss::load(dir, train_device)?, weight))
         }
         _ => None,
     };

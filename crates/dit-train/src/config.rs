@@ -139,8 +139,9 @@ pub struct AutoencoderTrainingConfig {
     /// between the features a frozen Fashion-MNIST classifier sees in the reconstruction
     /// and in the original ([`crate::perceptual`]). Needs `perceptual_network`.
     pub perceptual_weight: Option<f64>,
-    /// Folder of that classifier (as `dit-train classifier` writes it), relative to the
-    /// working folder; never the judge's own.
+    /// Folder of that classifier (as `dit-train classifier` writes it): in the working
+    /// folder when it is there, else in this repository (`checkpoints/fashion-features` is
+    /// shipped); never the judge's own.
     pub perceptual_network: Option<String>,
 }
 

@@ -7,14 +7,13 @@
 //! of a soft edge is small in pixels. The convolutions of a network trained to tell a shirt
 //! from a pullover respond to exactly those edges, so their outputs differ where the detail
 //! is lost. The network must not be the judge that scores the reconstructions
-//! (`checkpoints/fashion-classifier`): one trained apart (another seed) keeps the judge an
-//! outside observer.
+//! (`checkpoints/fashion-classifier`): one trained apart (another seed,
+//! `checkpoints/fashion-features`) keeps the judge an outside observer.
 
-use std::path::Path;
-
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
+use dit_infer::{default_classifier, shipped};
 use dit_model::classifier::PhotoClassifier;
 use dit_model::run::load_classifier;
 
@@ -25,12 +24,26 @@ pub struct PerceptualLoss {
 }
 
 impl PerceptualLoss {
-    /// Loads the classifier in `dir` (as `dit-train classifier` writes it), frozen.
-    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let (network, _) = load_classifier(dir, device).with_context(|| {
+    /// Loads the classifier in folder `dir` (as `dit-train classifier` writes it), frozen:
+    /// `dir` of the working folder when it is there, else of this repository (so that
+    /// `checkpoints/fashion-features`, shipped, is found from anywhere).
+    pub fn load(dir: &str, device: &Device) -> Result<Self> {
+        let path = shipped(dir);
+        let judge = default_classifier();
+        if let (Ok(a), Ok(b)) = (path.canonicalize(), judge.canonicalize())
+            && a == b
+        {
+            bail!(
+                "autoencoder_training.perceptual_network = {dir:?} is the judge's own network ({}): \
+                 a loss through it would teach the autoencoder to please the judge; train another one",
+                judge.display()
+            );
+        }
+        let (network, _) = load_classifier(&path, device).with_context(|| {
             format!(
-                "cannot load the perceptual loss's network {}",
-                dir.display()
+                "cannot load the perceptual loss's network {} (autoencoder_training.perceptual_network); \
+                 train one with `cargo run --release -p dit-train -- --seed 1 classifier --epochs 6 --out {dir}`",
+                path.display()
             )
         })?;
         Ok(Self::new(network))

@@ -388,7 +388,14 @@ fn a_moving_fashion_recipe_trains_and_a_killed_run_resumes_bit_identically() {
         &text[..data],
         &text[rest..]
     )
-    .replacen("max_words = 12\n", "max_words = 14\n", 1);
+    .replacen("max_words = 12\n", "max_words = 14\n", 1)
+    // The autoencoder learns through the shipped perceptual network, found from this
+    // crate's folder as from anywhere.
+    .replacen(
+        "[autoencoder_training]\n",
+        "[autoencoder_training]\nperceptual_weight = 10.0\nperceptual_network = \"checkpoints/fashion-features\"\n",
+        1,
+    );
     let config = dir.join("fashion.toml");
     std::fs::write(&config, text).unwrap();
     let straight = train_straight(&config, &dir);
@@ -616,6 +623,24 @@ fn bad_configs_are_one_line_errors() {
             "latent",
             good.replacen("[model.dit]\n", "[model.dit]\nlatent_size = 16\n", 1),
             "dit.latent_size",
+        ),
+        (
+            "perceptual-network-missing",
+            good.replacen(
+                "[autoencoder_training]\n",
+                "[autoencoder_training]\nperceptual_weight = 1.0\nperceptual_network = \"/nonexistent/net\"\n",
+                1,
+            ),
+            "train one with `cargo run --release -p dit-train -- --seed 1 classifier",
+        ),
+        (
+            "perceptual-network-is-the-judge",
+            good.replacen(
+                "[autoencoder_training]\n",
+                "[autoencoder_training]\nperceptual_weight = 1.0\nperceptual_network = \"checkpoints/fashion-classifier\"\n",
+                1,
+            ),
+            "is the judge's own network",
         ),
         (
             "folder",

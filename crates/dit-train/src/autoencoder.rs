@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsParams, OptimizerRecord};
+use burn::optim::{GradientsParams, OptimizerRecord};
 use burn::tensor::{Device, Tensor};
 use dit_data::idx::fashion_mnist_dir;
 use dit_data::{Clip, VideoBatcher, psnr, video_to_clips};
@@ -24,7 +23,9 @@ use dit_model::schedule::per_sample;
 use dit_model::seed::{Stream, rng_for, seed_for};
 use rand::Rng;
 
-use crate::checkpoint::{TrainState, latest_checkpoint, save_checkpoint, save_optimizer};
+use crate::checkpoint::{
+    TrainState, autoencoder_optimizer, latest_checkpoint, save_checkpoint, save_optimizer,
+};
 use crate::config::ExperimentConfig;
 use crate::data::ClipSource;
 use crate::denoised::DenoisedFrames;
@@ -319,10 +320,7 @@ fn fit(
     let settings = &config.autoencoder_training;
     let factor = config.model.autoencoder.factor();
     let batcher = VideoBatcher::new(source.tokenizer(), config.model.dit.text.max_words);
-    let clip = settings
-        .grad_clip
-        .map(|norm| GradientClippingConfig::Norm(norm as f32));
-    let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
+    let mut optim = autoencoder_optimizer(settings);
     let perceptual = match (&settings.perceptual_network, settings.perceptual_weight) {
         (Some(dir), Some(weight)) if weight > 0.0 => {
             Some((PerceptualLoss::load(dir, train_device)?, weight))

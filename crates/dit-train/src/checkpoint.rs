@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, OptimizerRecord};
+use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, OptimizerRecord};
 use burn::tensor::Device;
 use dit_model::run::{
     CHECKPOINT_DIT_FILE, CHECKPOINT_EMA_FILE, CHECKPOINT_OPTIMIZER_FILE, CHECKPOINT_STATE_FILE,
@@ -19,7 +19,7 @@ use dit_model::run::{
 use dit_model::{Dit, DitConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::config::DitTrainingConfig;
+use crate::config::{AutoencoderTrainingConfig, DitTrainingConfig};
 
 /// Checkpoints kept on disk.
 pub const KEEP_CHECKPOINTS: usize = 2;
@@ -117,6 +117,14 @@ pub fn optimizer(d: &DitTrainingConfig) -> ModuleOptimizer {
         .with_weight_decay(d.weight_decay as f32)
         .with_grad_clipping(clip)
         .init()
+}
+
+/// The autoencoder stage's optimiser: Adam with optional clipping by global norm.
+pub fn autoencoder_optimizer(a: &AutoencoderTrainingConfig) -> ModuleOptimizer {
+    let clip = a
+        .grad_clip
+        .map(|norm| GradientClippingConfig::Norm(norm as f32));
+    AdamConfig::new().with_grad_clipping(clip).init()
 }
 
 /// Saves an optimiser's state (its moments and step counts) to `path`.

@@ -16,14 +16,13 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
-use burn::optim::grad_clipping::GradientClippingConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use dit_infer::pipeline::{GenerateOptions, TextToVideo, generate};
 use dit_model::RunSpec;
 use dit_model::{Backend, DitConfig, ModelConfig, Tokenizer};
-use dit_train::checkpoint::optimizer;
+use dit_train::checkpoint::{autoencoder_optimizer, optimizer};
 use dit_train::config::ExperimentConfig;
 use dit_train::data_parallel::Replicas;
 use dit_train::latent_cache::LatentCache;
@@ -259,11 +258,7 @@ fn bench_autoencoder(
 ) -> Result<Timing> {
     let train_device = device.clone().autodiff();
     let mut ae = config.model.autoencoder.init(&train_device)?;
-    let clip = config
-        .autoencoder_training
-        .grad_clip
-        .map(|norm| GradientClippingConfig::Norm(norm as f32));
-    let mut optim = AdamConfig::new().with_grad_clipping(clip).init();
+    let mut optim = autoencoder_optimizer(&config.autoencoder_training);
     let video = Tensor::<5>::random(
         [
             batch,

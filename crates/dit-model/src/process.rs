@@ -172,6 +172,30 @@ impl ForwardProcess {
         }
     }
 
+    /// A training sample's noise level drawn with the timestep shift of Esser et al. (2024):
+    /// the fraction `u` of the way to pure noise that [`Self::draw_level`] would draw (a
+    /// uniform step's, or the logit-normal σ) becomes `shift·u / (1 + (shift − 1)·u)`, so a
+    /// `shift` above 1 visits the noisy levels, where a clip's layout is decided, more often
+    /// (3: a diffusion step's mean goes from T/2 to 0.68·T). `shift = 1` is
+    /// [`Self::draw_level`], draw for draw.
+    pub fn draw_level_shifted<R: Rng + ?Sized>(&self, rng: &mut R, shift: f64) -> NoiseLevel {
+        if shift == 1.0 {
+            return self.draw_level(rng);
+        }
+        let towards_noise = |u: f64| shift * u / (1.0 + (shift - 1.0) * u);
+        match self {
+            ForwardProcess::Diffusion { schedule, .. } => {
+                let steps = schedule.len();
+                let u: f64 = rng.random(); // [0, 1)
+                let t = (towards_noise(u) * steps as f64) as usize;
+                NoiseLevel::Step(t.min(steps - 1))
+            }
+            ForwardProcess::Flow { .. } => {
+                NoiseLevel::Sigma(towards_noise(flow::logit_normal(rng)))
+            }
+        }
+    }
+
     /// The level of training step `t` < T: the step itself, or σ = t/T.
     pub fn level_of_step(&self, t: usize) -> NoiseLevel {
         match self {
@@ -570,6 +594,37 @@ mod tests {
             panic!("a flow draws σ")
         };
         assert_eq!(sigma, flow::logit_normal(&mut b));
+    }
+
+    #[test]
+    fn shifted_training_levels_lean_towards_noise_as_the_closed_form_says() {
+        let (process, flow) = (velocity(), ForwardProcess::Flow { steps: 1000 });
+        // Shift 1 is the unshifted draw, draw for draw (so recipes keep their bits).
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+        for p in [&process, &flow, &process] {
+            assert_eq!(p.draw_level_shifted(&mut a, 1.0), p.draw_level(&mut b));
+        }
+        // Shift s maps u ~ U[0, 1) to s·u / (1 + (s − 1)·u), whose mean for s = 3 is
+        // ∫ 3u / (1 + 2u) du = 3/2 − (3/4)·ln 3 ≈ 0.676: a mean step of 0.676·T.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let steps: Vec<usize> = (0..20_000)
+            .map(|_| match process.draw_level_shifted(&mut rng, 3.0) {
+                NoiseLevel::Step(t) => t,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert!(steps.iter().all(|&t| t < 1000));
+        let mean = steps.iter().sum::<usize>() as f64 / steps.len() as f64 / 1000.0;
+        let expected = 1.5 - 0.75 * 3f64.ln();
+        assert!((mean - expected).abs() < 0.01, "{mean} against {expected}");
+        // A shifted σ is the shift of the logit-normal σ the same generator gives.
+        let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(8), ChaCha8Rng::seed_from_u64(8));
+        let NoiseLevel::Sigma(shifted) = flow.draw_level_shifted(&mut a, 3.0) else {
+            panic!("a flow draws σ")
+        };
+        let sigma = flow::logit_normal(&mut b);
+        assert!((shifted - 3.0 * sigma / (1.0 + 2.0 * sigma)).abs() < 1e-12);
+        assert!(shifted > sigma && shifted < 1.0);
     }
 
     #[test]

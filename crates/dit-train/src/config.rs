@@ -168,6 +168,10 @@ pub struct DitTrainingConfig {
     pub caption_dropout: f64,
     /// Min-SNR-γ loss weighting (Hang et al. 2023); 0 = plain MSE.
     pub min_snr_gamma: f64,
+    /// Timestep shift of the training noise levels
+    /// ([`dit_model::ForwardProcess::draw_level_shifted`]): above 1, the noisy levels are
+    /// drawn more often. Absent: 1, the plain draw.
+    pub level_shift: Option<f64>,
     /// Training clips encoded once and cached as latents.
     pub train_clips: usize,
     /// Steps between checkpoints.
@@ -190,6 +194,11 @@ impl DitTrainingConfig {
     /// Devices that share each step's batch (`devices`, or one).
     pub fn device_count(&self) -> usize {
         self.devices.unwrap_or(1)
+    }
+
+    /// The timestep shift of the noise levels (`level_shift`, or 1).
+    pub fn level_shift(&self) -> f64 {
+        self.level_shift.unwrap_or(1.0)
     }
 }
 
@@ -475,6 +484,7 @@ impl ExperimentConfig {
         require_in_range("dit_training.ema_decay", d.ema_decay, 0.0, 1.0)?;
         require_in_range("dit_training.caption_dropout", d.caption_dropout, 0.0, 1.0)?;
         require_in_range("dit_training.min_snr_gamma", d.min_snr_gamma, 0.0, 1e6)?;
+        require_in_range("dit_training.level_shift", d.level_shift(), 0.1, 100.0)?;
         if self.diffusion.prediction == Prediction::Flow && d.min_snr_gamma > 0.0 {
             return Err(ConfigError::new(
                 "dit_training.min_snr_gamma",

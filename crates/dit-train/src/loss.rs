@@ -28,7 +28,8 @@ pub struct StepDraws {
 }
 
 impl StepDraws {
-    /// Draws for `step` of training on `clips` cached clips with `process`.
+    /// Draws for `step` of training on `clips` cached clips with `process`, the noise
+    /// levels drawn uniformly.
     pub fn new(
         seed: u64,
         step: usize,
@@ -37,9 +38,25 @@ impl StepDraws {
         process: &ForwardProcess,
         dropout: f64,
     ) -> Self {
+        Self::shifted(seed, step, batch, clips, process, dropout, 1.0)
+    }
+
+    /// As [`Self::new`], the noise levels drawn with a timestep shift
+    /// ([`ForwardProcess::draw_level_shifted`]).
+    pub fn shifted(
+        seed: u64,
+        step: usize,
+        batch: usize,
+        clips: usize,
+        process: &ForwardProcess,
+        dropout: f64,
+        level_shift: f64,
+    ) -> Self {
         let mut rng = rng_for(seed, Stream::DitStep, step as u64);
         let clips = (0..batch).map(|_| rng.random_range(0..clips)).collect();
-        let levels = (0..batch).map(|_| process.draw_level(&mut rng)).collect();
+        let levels = (0..batch)
+            .map(|_| process.draw_level_shifted(&mut rng, level_shift))
+            .collect();
         let dropped = (0..batch).map(|_| rng.random_bool(dropout)).collect();
         Self {
             clips,

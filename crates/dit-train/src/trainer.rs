@@ -129,13 +129,14 @@ pub fn train(
 
     while ckpt.state.step < d.steps {
         let step = ckpt.state.step;
-        let mut draws = StepDraws::new(
+        let mut draws = StepDraws::shifted(
             config.seed,
             step,
             d.batch_size,
             cache.len(),
             &process,
             d.caption_dropout,
+            d.level_shift(),
         );
         // Built off the autodiff graph; each replica takes its share onto its own device.
         let batch = StepBatch::new(&process, &cache, &mut draws, d.min_snr_gamma, device);

@@ -615,6 +615,11 @@ fn bad_configs_are_one_line_errors() {
             "dit_training.devices",
         ),
         (
+            "level-shift",
+            good.replacen("[dit_training]\n", "[dit_training]\nlevel_shift = 0.0\n", 1),
+            "dit_training.level_shift",
+        ),
+        (
             "unknown",
             good.replacen("seed = 0", "seed = 0\nlearning_rat = 1", 1),
             "learning_rat",

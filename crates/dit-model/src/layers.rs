@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor};
 /// input, which repacks the weight for every sample on CPU backends.
 pub fn per_token(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [batch, tokens, width] = x.dims();
-    let y = linear.forward(x.reshape([batch * tokens, width]));
+    let y = crate::fused::linear(linear, x.reshape([batch * tokens, width]));
     let out = y.dims()[1];
     y.reshape([batch, tokens, out])
 }

@@ -46,6 +46,9 @@ macro_rules! multiversion {
 }
 
 mod attention;
+mod linear;
+
+pub use linear::linear;
 
 pub use attention::{
     Attended, AttentionSaved, AttentionShape, Probabilities, cross_attention,

@@ -7,6 +7,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::{BoolTensor, FloatTensor};
 use burn::backend::{Autodiff, Flex, TensorMetadata};
 use burn::tensor::TensorData;
@@ -138,6 +139,23 @@ impl FusedOps for Flex {
         tensor(out.y, shape)
     }
 
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x, weight, bias) = (contiguous(x), contiguous(weight), contiguous(bias));
+        let [rows, d_in] = dims(&x);
+        let [_, d_out] = dims(&weight);
+        let y = cpu::linear(
+            values(&x),
+            values(&weight),
+            Some(values(&bias)),
+            [rows, d_in, d_out],
+        );
+        tensor(y, [rows, d_out])
+    }
+
     fn self_attention(qkv: FloatTensor<Self>, heads: usize) -> FloatTensor<Self> {
         let (_, shape, out) = packed_attention(qkv, heads, None);
         attention_output(out.out, shape)
@@ -243,6 +261,32 @@ impl Backward<Flex, 3> for NormModulateBackward {
         }
         if let Some(node) = scale_node {
             grads.register::<Flex>(node.id, tensor(g.scale, params));
+        }
+    }
+}
+
+/// Backward step of a Linear layer (parents: x, weight, bias): Burn's own
+/// gradients of `linear` (`ModuleOps::linear_*_backward`), as its autodiff
+/// computes them. Keeps `x` when the weight needs a gradient and the weight
+/// when `x` does.
+#[derive(Debug)]
+struct LinearBackward;
+
+impl Backward<Flex, 3> for LinearBackward {
+    type State = (Option<FlexTensor>, Option<FlexTensor>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [x_node, weight_node, bias_node] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight) = ops.state;
+        if let (Some(node), Some(weight)) = (x_node, weight) {
+            grads.register::<Flex>(node.id, Flex::linear_x_backward(weight, grad.clone()));
+        }
+        if let (Some(node), Some(x)) = (weight_node, x) {
+            grads.register::<Flex>(node.id, Flex::linear_weight_backward(x, grad.clone()));
+        }
+        if let Some(node) = bias_node {
+            grads.register::<Flex>(node.id, Flex::linear_bias_backward(grad));
         }
     }
 }
@@ -417,6 +461,29 @@ impl<C: CheckpointStrategy> FusedOps for Autodiff<Flex, C> {
                 };
                 prep.finish(state, output)
             }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        }
+    }
+
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (x_tracked, weight_tracked) = (x.is_tracked(), weight.is_tracked());
+        let prepared = LinearBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let (x, weight) = (x.into_primitive(), weight.into_primitive());
+        // The weight's gradient needs x, x's gradient needs the weight.
+        let state = (
+            weight_tracked.then(|| x.clone()),
+            x_tracked.then(|| weight.clone()),
+        );
+        let output = <Flex as FusedOps>::linear(x, weight, bias.into_primitive());
+        match prepared {
+            OpsKind::Tracked(prep) => prep.finish(state, output),
             OpsKind::UnTracked(prep) => prep.finish(output),
         }
     }

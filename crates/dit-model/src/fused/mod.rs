@@ -21,6 +21,7 @@ pub mod cpu;
 #[cfg(feature = "flex")]
 mod flex;
 
+use burn::nn::Linear;
 use burn::tensor::{Bool, Tensor, activation};
 
 use crate::ops;
@@ -49,6 +50,14 @@ pub trait FusedOps: Backend {
         shift: FloatTensor<Self>,
         scale: FloatTensor<Self>,
         eps: f64,
+    ) -> FloatTensor<Self>;
+
+    /// A Linear layer `x·weight + bias`: x `[rows, d_in]`, weight `[d_in, d_out]`,
+    /// bias `[d_out]`, to `[rows, d_out]` (the bits of Burn's `linear`).
+    fn linear(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
 
     /// Multi-head self-attention from `qkv [batch, tokens, 3·width]` to `[batch, tokens, width]`.
@@ -104,6 +113,27 @@ pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
         return Tensor::from_dispatch(<Dispatch as FusedOps>::gelu_tanh(x.into_dispatch()));
     }
     ops::gelu_tanh(x)
+}
+
+/// A Linear layer on rows, `x·W + b` (Burn's [`Linear::forward`] on a 2-D input,
+/// with the same bits): on `flex`, the product is written straight into the output
+/// and the bias added in place, without the zero fill, copy and second op that
+/// `flex`'s matmul and add cost.
+///
+/// # Shapes
+/// - x: `[rows, d_in]` → `[rows, d_out]`
+pub fn linear(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "flex")]
+    if let Some(bias) = &layer.bias
+        && runs_fused(&x)
+    {
+        return Tensor::from_dispatch(<Dispatch as FusedOps>::linear(
+            x.into_dispatch(),
+            layer.weight.val().into_dispatch(),
+            bias.val().into_dispatch(),
+        ));
+    }
+    layer.forward(x)
 }
 
 /// LayerNorm without affine parameters, then adaLN modulation:
@@ -250,6 +280,75 @@ mod tests {
             let (y_ref, gx_ref) = output_and_grads(&[x], &w, |v| ops::gelu_tanh(v[0].clone()));
             assert_close(y, y_ref, "gelu forward");
             assert_close(gx[0].clone(), gx_ref[0].clone(), "gelu dx");
+        }
+    }
+
+    #[test]
+    fn fused_linear_gives_the_bits_of_burns_linear_forward_and_backward() {
+        use burn::module::Param;
+        use burn::nn::LinearConfig;
+        // Below and above flex's threading threshold (192³ multiply-adds), one row,
+        // one input feature.
+        for (i, [rows, d_in, d_out]) in [[256, 128, 384], [4096, 256, 768], [1, 3, 5], [7, 1, 2]]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 10 * i as u64;
+            let layer = |device: &Device| {
+                let mut layer = LinearConfig::new(d_in, d_out).init(device);
+                layer.weight = Param::from_tensor(Tensor::from_data(
+                    random([d_in, d_out], 300 + seed).into_data(),
+                    device,
+                ));
+                layer.bias = Some(Param::from_tensor(Tensor::from_data(
+                    random([d_out], 301 + seed).into_data(),
+                    device,
+                )));
+                layer
+            };
+            let tracked = layer(&device());
+            let x = random([rows, d_in], 302 + seed);
+            let w = random([rows, d_out], 303 + seed);
+            let run = |fused: bool| {
+                let x = x.clone().detach().require_grad();
+                let y = if fused {
+                    linear(&tracked, x.clone())
+                } else {
+                    tracked.forward(x.clone())
+                };
+                let grads = (y.clone() * w.clone()).sum().backward();
+                let bias = tracked.bias.as_ref().expect("the layer has a bias");
+                [
+                    values(y),
+                    values(x.grad(&grads).expect("x has a gradient")),
+                    values(
+                        tracked
+                            .weight
+                            .grad(&grads)
+                            .expect("the weight has a gradient"),
+                    ),
+                    values(bias.grad(&grads).expect("the bias has a gradient")),
+                ]
+            };
+            let [fused, reference] = [run(true), run(false)];
+            for (what, (got, want)) in ["y", "dx", "dweight", "dbias"]
+                .iter()
+                .zip(fused.iter().zip(&reference))
+            {
+                assert_eq!(got, want, "linear {what} for {rows}×{d_in}→{d_out}");
+            }
+            assert!(
+                fused[0].iter().any(|v| *v != 0.0),
+                "the product is not all zeros"
+            );
+            // Without autodiff too.
+            let plain = layer(&Device::flex());
+            let x = Tensor::<2>::from_data(x.into_data(), &Device::flex());
+            assert_eq!(
+                values(linear(&plain, x.clone())),
+                values(plain.forward(x)),
+                "linear forward without autodiff"
+            );
         }
     }
 

@@ -1,7 +1,8 @@
 //! Fused operations of the DiT block: tanh-GELU, LayerNorm + adaLN modulation
 //! and multi-head attention (self-attention on the packed `qkv` projection,
-//! cross-attention to packed keys and values); and SiLU, the autoencoder's and
-//! the conditioning's activation.
+//! cross-attention to packed keys and values); SiLU, the autoencoder's and
+//! the conditioning's activation; and the Linear layer, whose product `flex`
+//! would write into a zero-filled copy (its backward pass is Burn's own).
 //!
 //! Each is one op with a hand-written backward pass on Burn's `flex` CPU
 //! backend (and autodiff over it), added through Burn's backend extension

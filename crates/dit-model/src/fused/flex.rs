@@ -150,7 +150,7 @@ impl FusedOps for Flex {
         let y = cpu::linear(
             values(&x),
             values(&weight),
-            Some(values(&bias)),
+            values(&bias),
             [rows, d_in, d_out],
         );
         tensor(y, [rows, d_out])

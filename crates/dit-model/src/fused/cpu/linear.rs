@@ -14,18 +14,17 @@
 const THREADED_PRODUCT: usize = 192 * 192 * 192;
 
 /// `y = x·W + b` for `x [rows, d_in]`, `W [d_in, d_out]` and `b [d_out]`,
-/// all row-major and contiguous; `y` is `[rows, d_out]`.
+/// all row-major and contiguous; `y` is `[rows, d_out]`. (A layer without a
+/// bias never comes here: `fused::linear` gives it to `Linear::forward`.)
 pub fn linear(
     x: &[f32],
     weight: &[f32],
-    bias: Option<&[f32]>,
+    bias: &[f32],
     [rows, d_in, d_out]: [usize; 3],
 ) -> Vec<f32> {
     assert_eq!(x.len(), rows * d_in, "linear: input size");
     assert_eq!(weight.len(), d_in * d_out, "linear: weight size");
-    if let Some(bias) = bias {
-        assert_eq!(bias.len(), d_out, "linear: bias size");
-    }
+    assert_eq!(bias.len(), d_out, "linear: bias size");
     let len = rows * d_out;
     let mut y = if d_in == 0 {
         // No products to sum: gemm would leave the output unwritten.
@@ -68,11 +67,9 @@ pub fn linear(
         }
         y
     };
-    if let Some(bias) = bias {
-        for row in y.chunks_exact_mut(d_out.max(1)) {
-            for (value, b) in row.iter_mut().zip(bias) {
-                *value += b;
-            }
+    for row in y.chunks_exact_mut(d_out.max(1)) {
+        for (value, b) in row.iter_mut().zip(bias) {
+            *value += b;
         }
     }
     y

@@ -74,3 +74,23 @@ pub fn linear(
     }
     y
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_product_has_its_closed_form() {
+        // x [2, 3] · W [3, 2] + b: rows (1, 2, 3) and (4, 5, 6), W = [[1, 0], [0, 1], [1, 1]].
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let weight = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
+        let y = linear(&x, &weight, &[0.5, -1.0], [2, 3, 2]);
+        assert_eq!(y, vec![4.5, 4.0, 10.5, 10.0]);
+    }
+
+    #[test]
+    fn no_inputs_give_the_bias_in_every_row() {
+        let y = linear(&[], &[], &[0.25, -2.0], [3, 0, 2]);
+        assert_eq!(y, vec![0.25, -2.0, 0.25, -2.0, 0.25, -2.0]);
+    }
+}
